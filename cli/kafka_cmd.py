@@ -30,7 +30,7 @@ examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from streams.broker import DEFAULT_VERSION
 
     parser = subparsers.add_parser(

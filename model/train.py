@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -17,24 +16,8 @@ from tqdm import tqdm
 
 from model.encode import Encoded, TargetSet
 from model.evaluate import evaluate_scorer
+from model.config import TrainConfig
 from model.lstm import LSTMConfig, LSTMRecommender
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 60
-    batch_size: int = 128  # users per batch
-    max_len: int = 50  # truncated-BPTT chunk length (events)
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    patience: int = 5  # epochs without validation NDCG@10 gain before stopping
-    clip: float = 5.0
-    seed: int = 0
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
-    time_budget_s: float = 0.0  # stop after this much wall time (0 = none); best epoch is kept
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _batches(seqs: list[Encoded], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
@@ -162,3 +145,11 @@ def fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encode
     if best_state is not None:
         model.load_state_dict(best_state)
     return model.eval(), history
+
+
+def parity_sample(fit_seqs: list[Encoded], n: int = 16, max_len: int = 64) -> list[dict]:
+    """A few real recorded sequences (the longest), stored in the checkpoint so that export can
+    check ONNX parity on real events without the data set at hand."""
+    longest = sorted(fit_seqs, key=len, reverse=True)[:n]
+    return [{"items": s.items[:max_len].tolist(), "types": s.types[:max_len].tolist(),
+             "gaps": s.gaps[:max_len].tolist()} for s in longest]

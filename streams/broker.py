@@ -17,106 +17,45 @@ Environment: ``STREAMREC_HOME``, ``STREAMREC_KAFKA_VERSION`` (default 3.9.1), ``
 """
 from __future__ import annotations
 
-import base64
-import fcntl
+import ctypes
 import json
 import os
-import shutil
 import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
-DEFAULT_VERSION = "3.9.1"
+from streams.kafka_dist import (
+    DEFAULT_VERSION,
+    BrokerError,
+    format_storage,
+    kafka_version,
+    log_config_flag,
+    provision,
+    random_cluster_id,
+    require_tool,
+    server_properties,
+    streamrec_home,
+    tail,
+    write_node_config,
+)
+
+__all__ = ["DEFAULT_VERSION", "Broker", "BrokerError", "Cluster", "free_port", "kafka_version", "load", "metadata",
+           "provision", "start_broker", "start_cluster", "state_file", "streamrec_home"]
 HOST = "127.0.0.1"
-DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies"
-
-
-class BrokerError(RuntimeError):
-    """Kafka could not be provisioned, started or stopped; the message says why."""
-
-
-def streamrec_home() -> Path:
-    return Path(os.environ.get("STREAMREC_HOME") or Path.home() / ".cache" / "streamrec")
-
-
-def kafka_version() -> str:
-    return os.environ.get("STREAMREC_KAFKA_VERSION") or DEFAULT_VERSION
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if not path:
-        raise BrokerError(f"`{name}` not found on PATH: install a JDK 17+ and Maven (apt-get install openjdk-17-jre-headless maven)")
-    return path
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _log4j2(version: str) -> bool:  # Kafka 4 moved from reload4j (log4j 1) to log4j2
-    return int(version.split(".")[0]) >= 4
-
-
-def provision(version: str | None = None, home: Path | None = None,
-              progress: Callable[[str], None] | None = None) -> Path:
-    """Copy the broker jars for ``version`` into the cache (once); return the ``libs`` folder."""
-    version = version or kafka_version()
-    root = (home or streamrec_home()) / f"kafka-{version}"
-    libs, marker = root / "libs", root / ".complete"
-    if marker.exists():
-        return libs
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent provisioner finishes first, then we find the marker
-        if marker.exists():
-            return libs
-        log_deps = ([("org.apache.logging.log4j", "log4j-slf4j2-impl", "2.24.3"), ("org.apache.logging.log4j", "log4j-core", "2.24.3")]
-                    if _log4j2(version) else [("org.slf4j", "slf4j-reload4j", "1.7.36"), ("ch.qos.reload4j", "reload4j", "1.2.25")])
-        deps = "".join(f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version></dependency>"
-                       for g, a, v in [("org.apache.kafka", "kafka_2.13", version), *log_deps])
-        (root / "pom.xml").write_text(
-            '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
-            "<groupId>streamrec</groupId><artifactId>kafka-libs</artifactId><version>1</version>"
-            f"<packaging>pom</packaging><dependencies>{deps}</dependencies></project>\n")
-        if progress:
-            progress(f"downloading Kafka {version} jars from Maven Central (once; log: {root / 'mvn.log'})")
-        tmp = root / "libs.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(libs, ignore_errors=True)
-        with open(root / "mvn.log", "wb") as out:
-            rc = subprocess.call([_tool("mvn"), "-B", "-q", "-f", str(root / "pom.xml"), DEPENDENCY_PLUGIN,
-                                  f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"],
-                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root)
-        if rc != 0 or not (tmp / f"kafka_2.13-{version}.jar").exists():
-            raise BrokerError(f"mvn could not fetch Kafka {version} (exit {rc}); tail of {root / 'mvn.log'}:\n{_tail(root / 'mvn.log')}")
-        tmp.rename(libs)
-        marker.write_text(f"{version}\n")
-        if progress:
-            progress(f"Kafka {version}: {len(list(libs.glob('*.jar')))} jars in {libs}")
-    return libs
-
-
-def _cluster_id() -> str:
-    while True:  # Kafka's own Uuid.randomUuid avoids ids starting with '-' (they parse as options)
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not cid.startswith("-"):
-            return cid
 
 
 def _recv(sock: socket.socket, n: int) -> bytes:
@@ -147,6 +86,10 @@ def metadata(host: str, port: int, timeout: float = 2.0) -> tuple[list[int], int
     return ids, struct.unpack_from(">i", buf, off + 2 + max(cid_len, 0))[0]
 
 
+def _die_with_parent() -> None:  # runs in the child between fork and exec: one syscall, no imports or locks
+    _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -168,6 +111,7 @@ class Broker:
     expected_brokers: int = 1
     pid: int = 0
     host: str = HOST
+    die_with_parent: bool = False  # for test fixtures: the JVM gets SIGTERM if the process that launched it dies
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
     cluster: Cluster | None = field(default=None, repr=False, compare=False)
 
@@ -195,14 +139,17 @@ class Broker:
 
     def launch(self) -> None:
         """Start the JVM detached (own session and process group); does not wait for readiness."""
+        if self.is_running():
+            raise BrokerError(f"Kafka node {self.node_id} already runs (pid {self.pid})")
+        # PDEATHSIG follows the launching *thread*: only tie the JVM to the main thread's lifetime.
+        pdeathsig = self.die_with_parent and threading.current_thread() is threading.main_thread()
         heap = (os.environ.get("KAFKA_HEAP_OPTS") or "-Xmx512m -Xms256m").split()
-        log_flag = (f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}" if _log4j2(self.version)
-                    else f"-Dlog4j.configuration=file:{self.data_dir / 'log4j.properties'}")
-        cmd = [_tool("java"), *heap, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-               log_flag, "-cp", f"{self.libs}/*", "kafka.Kafka", str(self.properties)]
+        cmd = [require_tool("java"), *heap, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+               log_config_flag(self.data_dir, self.version), "-cp", f"{self.libs}/*", "kafka.Kafka", str(self.properties)]
         with open(self.data_dir / "stdout.log", "ab") as out:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                          cwd=self.data_dir, start_new_session=True)
+                                          cwd=self.data_dir, start_new_session=True,
+                                          preexec_fn=_die_with_parent if pdeathsig else None)  # noqa: PLW1509
         self.pid = self._proc.pid
 
     def wait_ready(self, timeout: float = 120.0) -> None:
@@ -221,7 +168,7 @@ class Broker:
         raise BrokerError(f"Kafka node {self.node_id} on {self.bootstrap} not ready after {timeout:.0f}s; tail of its logs:\n{self._logs()}")
 
     def _logs(self) -> str:
-        return f"--- {self.log_path}\n{_tail(self.log_path)}\n--- {self.data_dir / 'stdout.log'}\n{_tail(self.data_dir / 'stdout.log', 15)}"
+        return f"--- {self.log_path}\n{tail(self.log_path)}\n--- {self.data_dir / 'stdout.log'}\n{tail(self.data_dir / 'stdout.log', 15)}"
 
     def signal(self, sig: int) -> None:
         if self.is_running():
@@ -253,13 +200,13 @@ class Broker:
         if self.cluster:
             self.cluster.save()
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return {"node_id": self.node_id, "port": self.port, "controller_port": self.controller_port,
                 "data_dir": str(self.data_dir), "version": self.version, "libs": str(self.libs),
                 "expected_brokers": self.expected_brokers, "pid": self.pid, "host": self.host}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Broker:
+    def from_dict(cls, d: dict[str, Any]) -> Broker:
         return cls(**{**d, "data_dir": Path(d["data_dir"]), "libs": Path(d["libs"])})
 
 
@@ -323,57 +270,29 @@ def load(name: str = "default", home: Path | None = None) -> Cluster | None:
     return Cluster([Broker.from_dict(b) for b in state["brokers"]], name=name, state_file=path)
 
 
-def _write_config(b: Broker, voters: str, partitions: int, extra: dict[str, str]) -> None:
-    n = b.expected_brokers
-    rf, isr = min(n, 3), 2 if n >= 3 else 1
-    props = {
-        "process.roles": "broker,controller", "node.id": str(b.node_id), "controller.quorum.voters": voters,
-        "listeners": f"PLAINTEXT://{b.host}:{b.port},CONTROLLER://{b.host}:{b.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{b.host}:{b.port}", "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "log.dirs": str(b.data_dir / "data"), "num.partitions": str(partitions),
-        "offsets.topic.replication.factor": str(rf), "transaction.state.log.replication.factor": str(rf),
-        "transaction.state.log.min.isr": str(isr), "default.replication.factor": str(rf),
-        "min.insync.replicas": str(isr), "group.initial.rebalance.delay.ms": "0",
-        "auto.create.topics.enable": "true", "offsets.topic.num.partitions": "8",
-        "transaction.state.log.num.partitions": "8", **extra,
-    }
-    b.properties.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-    log, fmt = b.log_path, "[%d] %p %m (%c)%n"
-    if _log4j2(b.version):
-        (b.data_dir / "log4j2.properties").write_text(
-            f"appender.f.type=RollingFile\nappender.f.name=F\nappender.f.fileName={log}\nappender.f.filePattern={log}.%i\n"
-            f"appender.f.layout.type=PatternLayout\nappender.f.layout.pattern={fmt}\nappender.f.policies.type=Policies\n"
-            "appender.f.policies.size.type=SizeBasedTriggeringPolicy\nappender.f.policies.size.size=10MB\n"
-            "appender.f.strategy.type=DefaultRolloverStrategy\nappender.f.strategy.max=2\n"
-            "rootLogger.level=INFO\nrootLogger.appenderRef.f.ref=F\n")
-    else:
-        (b.data_dir / "log4j.properties").write_text(
-            f"log4j.rootLogger=INFO, F\nlog4j.appender.F=org.apache.log4j.RollingFileAppender\nlog4j.appender.F.File={log}\n"
-            "log4j.appender.F.MaxFileSize=10MB\nlog4j.appender.F.MaxBackupIndex=2\n"
-            f"log4j.appender.F.layout=org.apache.log4j.PatternLayout\nlog4j.appender.F.layout.ConversionPattern={fmt}\n"
-            "log4j.logger.kafka.request.logger=WARN\nlog4j.logger.state.change.logger=WARN\n")
-
-
 def start_cluster(n: int = 3, *, port: int | None = None, data_dir: Path | None = None, name: str | None = "default",
                   version: str | None = None, home: Path | None = None, partitions: int = 8, timeout: float = 120.0,
-                  record_state: bool = True, extra_config: dict[str, str] | None = None,
+                  record_state: bool = True, extra_config: dict[str, str] | None = None, die_with_parent: bool = False,
                   progress: Callable[[str], None] | None = None) -> Cluster:
     """Start ``n`` local combined broker+controller nodes (an ``n``-voter quorum) and wait until all serve.
 
     Ports: ``port``, ``port+1``... if given (else ``STREAMREC_KAFKA_PORT``, else free ones).  Data:
     ``data_dir/node-<id>`` (default ``<home>/kafka-run/<name>``); an already formatted node keeps its data.
-    With ``n >= 3`` internal topics get replication factor 3 and min.insync.replicas 2.
+    With ``n >= 3`` internal topics get replication factor 3 and min.insync.replicas 2.  ``extra_config``
+    adds or overrides server.properties entries.  ``die_with_parent`` (test fixtures) makes the JVMs
+    exit with the calling process; otherwise they stay up after it exits (``streamrec kafka start``).
     """
     home, version = home or streamrec_home(), version or kafka_version()
-    _tool("java")
+    require_tool("java")
+    running = load(name, home) if (record_state and name) else None
+    if running and any(b.is_running() for b in running.brokers):
+        raise BrokerError(f"Kafka {name!r} already runs on {running.bootstrap} (stop it first)")
     libs = provision(version, home, progress)
     env_port = os.environ.get("STREAMREC_KAFKA_PORT")
     port = port or (int(env_port) if env_port else None)
     run_dir = Path(data_dir or home / "kafka-run" / (name or f"anon-{os.getpid()}")).resolve()
-    brokers = [Broker(i + 1, port + i if port else free_port(), free_port(), run_dir / f"node-{i + 1}", version, libs, n)
-               for i in range(n)]
+    brokers = [Broker(i + 1, port + i if port else free_port(), free_port(), run_dir / f"node-{i + 1}", version, libs, n,
+                      die_with_parent=die_with_parent) for i in range(n)]
     for b in brokers:
         with socket.socket() as s:
             try:
@@ -381,30 +300,24 @@ def start_cluster(n: int = 3, *, port: int | None = None, data_dir: Path | None 
             except OSError:
                 raise BrokerError(f"port {b.port} on {HOST} is in use: choose another (--port / STREAMREC_KAFKA_PORT)") from None
     voters = ",".join(f"{b.node_id}@{b.host}:{b.controller_port}" for b in brokers)
-    cluster_id = _cluster_id()
-    running = load(name, home) if (record_state and name) else None
-    if running and any(b.is_running() for b in running.brokers):
-        raise BrokerError(f"Kafka {name!r} already runs on {running.bootstrap} (stop it first)")
+    cluster_id = random_cluster_id()
     for b in brokers:
-        b.data_dir.mkdir(parents=True, exist_ok=True)
-        _write_config(b, voters, partitions, extra_config or {})
-        if not (b.data_dir / "data" / "meta.properties").exists():
-            fmt = subprocess.run([_tool("java"), "-Xmx256m", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-                                  "-t", cluster_id, "-c", str(b.properties)], capture_output=True, text=True)
-            if fmt.returncode != 0:
-                raise BrokerError(f"formatting {b.data_dir / 'data'} failed:\n{fmt.stdout}{fmt.stderr}")
+        props = server_properties(b.node_id, b.host, b.port, b.controller_port, voters, b.data_dir / "data", n, partitions)
+        write_node_config(b.data_dir, {**props, **(extra_config or {})}, version, b.log_path)
+        if not (b.data_dir / "data" / "meta.properties").exists():  # formatted before: keep its data and id
+            format_storage(libs, cluster_id, b.properties)
     cluster = Cluster(brokers, name=name, state_file=state_file(name, home) if (record_state and name) else None)
     if progress:
         progress(f"starting Kafka {version} ({n} node{'s' if n > 1 else ''}) on {cluster.bootstrap}")
     try:
         for b in brokers:
             b.launch()
+        cluster.save()  # at once, so that `stop` finds the processes even if this caller dies while waiting
         for b in brokers:
             b.wait_ready(timeout)
     except BaseException:
         cluster.stop(timeout=10.0)
         raise
-    cluster.save()
     return cluster
 
 

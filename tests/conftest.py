@@ -42,7 +42,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """One real Kafka broker on a free port, data in a temporary folder, stopped at session end."""
     broker = start_broker(data_dir=tmp_path_factory.mktemp("kafka"), name=None, record_state=False,
-                          timeout=KAFKA_START_TIMEOUT)
+                          timeout=KAFKA_START_TIMEOUT, die_with_parent=True)
     try:
         yield broker
     finally:
@@ -53,7 +53,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 def kafka_cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Three real brokers (3-voter KRaft quorum; internal topics rf=3, min.insync.replicas=2)."""
     cluster = start_cluster(3, data_dir=tmp_path_factory.mktemp("kafka3"), name=None, record_state=False,
-                            timeout=KAFKA_START_TIMEOUT)
+                            timeout=KAFKA_START_TIMEOUT, die_with_parent=True)
     try:
         yield cluster
     finally:

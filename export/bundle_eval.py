@@ -1,0 +1,56 @@
+"""Evaluate through the bundle: step the ONNX model over every user's history, exactly as the
+worker does, and rank each target within the graph's top-(k+m) list (torch-free).
+
+Masking follows the offline protocol (the user's whole input history, except the target). A
+target is ranked exactly when it is in the list; a target missing from the list is a miss,
+which equals the full-catalog rank for every K <= k as long as no more than m history items
+outrank it (m is the bundle's seen-items window).
+"""
+from __future__ import annotations
+
+import numpy as np
+from tqdm import tqdm
+
+from export.runtime import Bundle
+from model.encode import Encoded, TargetSet
+from model.metrics import rank_in_list, summarize
+
+
+def bundle_ranks(bundle: Bundle, encoded: dict[str, Encoded], targets: TargetSet, batch_users: int = 256,
+                 progress: bool = False) -> np.ndarray:
+    by_user: dict[str, list[int]] = {}
+    for n, u in enumerate(targets.users):
+        by_user.setdefault(u, []).append(n)
+    users = sorted(by_user, key=lambda u: -int(targets.positions[by_user[u]].max()))
+    ranks = np.empty(len(targets), dtype=np.int64)
+    bar = tqdm(total=len(targets), desc="bundle", unit="target", disable=not progress, leave=False)
+    for a in range(0, len(users), batch_users):
+        group = users[a:a + batch_users]
+        need = np.array([int(targets.positions[by_user[u]].max()) for u in group])  # descending
+        # target rows keyed by (row in group, step index whose output predicts them)
+        due: dict[int, list[tuple[int, int]]] = {}
+        for j, u in enumerate(group):
+            for n in by_user[u]:
+                due.setdefault(int(targets.positions[n]) - 1, []).append((j, n))
+        h, c = bundle.init_state(len(group))
+        seqs = [encoded[u] for u in group]
+        for t in range(int(need[0])):
+            active = int((need > t).sum())  # users sorted by need: active rows are a prefix
+            item = np.array([s.items[t] for s in seqs[:active]])
+            etype = np.array([s.types[t] for s in seqs[:active]])
+            gap = np.array([s.gaps[t] for s in seqs[:active]])
+            out = bundle.step(item, etype, gap, h[:, :active], c[:, :active])
+            h[:, :active], c[:, :active] = out.h, out.c
+            for j, n in due.get(t, []):
+                history = set(seqs[j].items[: t + 1].tolist())
+                ranks[n] = rank_in_list(out.top_items[j], out.top_scores[j], int(targets.items[n]), history)
+            bar.update(len(due.get(t, [])))
+    bar.close()
+    return ranks
+
+
+def evaluate_bundle(bundle: Bundle, encoded: dict[str, Encoded], targets: TargetSet, progress: bool = False) -> dict:
+    """HR/NDCG/MRR/Precision/F1 at 10 and 20 (no AUC: the bundle returns a top list, not a ranking
+    of the whole catalog). K must not exceed the bundle's k."""
+    ks = tuple(k for k in (10, 20) if k <= bundle.k)
+    return summarize(bundle_ranks(bundle, encoded, targets, progress=progress), None, ks)

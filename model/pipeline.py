@@ -1,0 +1,64 @@
+"""Train and evaluate end to end: events -> checkpoint + metrics.json + training curve.
+
+The CLI (``streamrec train`` / ``streamrec evaluate``) and the benchmarks call these.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from model import checkpoint
+from model.evaluate import BaselineData, evaluate_baselines
+from model.events import Interaction
+from model.lstm import LSTMConfig
+from model.plots import training_curve
+from model.prepare import Prepared, prepare
+from model.splits import summary
+from model.train import TrainConfig, evaluate_model, fit, parity_sample
+
+
+def baselines_for(p: Prepared, targets=None, progress: bool = False) -> dict[str, dict]:
+    data = BaselineData(p.encoded, p.split.train_len, len(p.items), p.split.protocol == "temporal")
+    return evaluate_baselines(data, p.test if targets is None else targets, progress=progress)
+
+
+def train(events: list[Interaction], protocol: str, out_dir: str | Path, model_kw: dict | None = None,
+          train_cfg: TrainConfig = TrainConfig(), data_info: dict | None = None, progress: bool = True,
+          with_baselines: bool = True) -> dict:
+    """Fit, pick the best epoch on validation, evaluate on test; write DIR/model.pt,
+    DIR/metrics.json and DIR/training_curve.png. Returns the metrics document."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    p = prepare(events, protocol)
+    cfg = LSTMConfig(n_items=len(p.items), n_event_types=len(p.types), **(model_kw or {}))
+    model, history = fit(cfg, train_cfg, p.fit, p.encoded, p.valid, progress=progress)
+    train_s = time.monotonic() - t0
+    test = evaluate_model(model, p.encoded, p.test, desc="test" if progress else None)
+    doc = {
+        "protocol": p.split.protocol, "split": summary(p.split), "n_items": len(p.items) - 2,
+        "model": test, "best_valid": max(history, key=lambda h: h.get("valid_NDCG@10", float("-inf"))),
+        "history": history, "train_seconds": round(train_s, 1),
+        "config": cfg.to_dict(), "train_config": train_cfg.to_dict(),
+    }
+    if with_baselines:
+        doc["baselines"] = baselines_for(p, progress=progress)
+    info = dict(data_info or {}, protocol=p.split.protocol, fingerprint=p.fingerprint,
+                parity_sample=parity_sample(p.fit))
+    checkpoint.save(checkpoint.Checkpoint(model, p.items, p.types, train_cfg.to_dict(),
+                                          {"test": test, "valid": doc["best_valid"]}, info), out)
+    (out / "metrics.json").write_text(json.dumps(doc, indent=2, default=float), encoding="utf-8")
+    training_curve(history, out / "training_curve.png", title=f"{info.get('name', 'model')} ({p.split.protocol})")
+    return doc
+
+
+def evaluate_checkpoint(ckpt: checkpoint.Checkpoint, events: list[Interaction], protocol: str,
+                        with_baselines: bool = True, progress: bool = False) -> dict:
+    """Test metrics of a checkpoint (its own vocabularies) and of the baselines on ``events``."""
+    p = prepare(events, protocol, items=ckpt.items, types=ckpt.types)
+    doc = {"model": evaluate_model(ckpt.model, p.encoded, p.test, desc="LSTM" if progress else None)}
+    if with_baselines:
+        doc["baselines"] = baselines_for(p, progress=progress)
+    doc["n_targets"] = len(p.test)
+    return doc
