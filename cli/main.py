@@ -75,4 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the imported module so that its CliError is the one commands raise.
+    from cli.main import main as _main
+
+    sys.exit(_main())
