@@ -13,7 +13,15 @@ examples:
   streamrec evaluate --bundle bundles/ml --data ../shared/data/ml-100k/ml-100k.inter --format recbole \\
                      --protocol temporal --json
 --model ranks the whole catalog with the PyTorch checkpoint; --bundle steps the exported ONNX
-model event by event, as the streaming worker does, and gives the same HR/NDCG/MRR.
+model event by event, as the streaming worker does.
+
+masking (--mask):
+  history   BENCHMARKS.md: every item of the user's input history is excluded, except the
+            target itself (default for --model)
+  serving   what the worker publishes: the last m distinct seen items are dropped, the target
+            included (a repeat can not be recommended); default for --bundle, whose m comes
+            from its manifest. These are the numbers `streamrec evaluate-live` reproduces.
+With the same --mask, --model and --bundle give the same HR/NDCG/MRR (a test proves it).
 """
 
 
@@ -26,6 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--model", metavar="DIR", help="checkpoint directory written by streamrec train")
     src.add_argument("--bundle", metavar="DIR", help="bundle directory written by streamrec export")
     add_data_flags(p)
+    p.add_argument("--mask", choices=["history", "serving"],
+                   help="masking rule (default: history for --model, serving for --bundle)")
+    p.add_argument("--m", type=int, default=50,
+                   help="seen-items window for --model --mask serving (default 50; a bundle uses its own)")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     p.add_argument("--json", action="store_true",
                    help='print one JSON object {"model": {...}, "baselines": {...}, "n_targets": N}')
@@ -43,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
             ckpt = checkpoint.load(args.model)
         except ValueError as exc:
             raise CliError(str(exc)) from None
-        doc = evaluate_checkpoint(ckpt, events, args.protocol, not args.no_baselines, progress)
+        window = args.m if args.mask == "serving" else None
+        doc = evaluate_checkpoint(ckpt, events, args.protocol, not args.no_baselines, progress, window)
     else:
         doc = _evaluate_bundle(args, events, progress)
     if args.json:
@@ -66,7 +79,8 @@ def _evaluate_bundle(args, events, progress: bool) -> dict:
         bundle = Bundle.load(args.bundle)
     except BundleError as exc:
         raise CliError(str(exc)) from None
-    p = prepare(events, args.protocol, items=bundle.items, types=bundle.types)
+    window = None if args.mask == "history" else bundle.manifest.m
+    p = prepare(events, args.protocol, items=bundle.items, types=bundle.types, window=window)
     doc = {"model": evaluate_bundle(bundle, p.encoded, p.test, progress=progress)}
     if not args.no_baselines:
         data = BaselineData(p.encoded, p.split.train_len, len(p.items), p.split.protocol == "temporal")

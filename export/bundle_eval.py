@@ -1,10 +1,13 @@
 """Evaluate through the bundle: step the ONNX model over every user's history, exactly as the
 worker does, and rank each target within the graph's top-(k+m) list (torch-free).
 
-Masking follows the offline protocol (the user's whole input history, except the target). A
-target is ranked exactly when it is in the list; a target missing from the list is a miss,
-which equals the full-catalog rank for every K <= k as long as no more than m history items
-outrank it (m is the bundle's seen-items window).
+Masking follows the TargetSet's rule (model/encode.py):
+- ``serving`` (the default of ``streamrec evaluate --bundle``): drop the last m distinct seen
+  items, the target included, exactly as the worker does before publishing its top-k: these
+  are the numbers live evaluation reproduces;
+- ``history`` (BENCHMARKS.md): drop every item of the input history except the target. A target
+  missing from the top-(k+m) list is a miss, which equals the full-catalog rank for every
+  K <= k as long as no more than m history items outrank it.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from tqdm import tqdm
 
 from export.runtime import Bundle
 from model.encode import Encoded, TargetSet
-from model.metrics import rank_in_list, summarize
+from model.metrics import MISS, rank_in_list, summarize
 
 
 def bundle_ranks(bundle: Bundle, encoded: dict[str, Encoded], targets: TargetSet, batch_users: int = 256,
@@ -42,8 +45,11 @@ def bundle_ranks(bundle: Bundle, encoded: dict[str, Encoded], targets: TargetSet
             out = bundle.step(item, etype, gap, h[:, :active], c[:, :active])
             h[:, :active], c[:, :active] = out.h, out.c
             for j, n in due.get(t, []):
-                history = set(seqs[j].items[: t + 1].tolist())
-                ranks[n] = rank_in_list(out.top_items[j], out.top_scores[j], int(targets.items[n]), history)
+                if targets.target_masked is not None and targets.target_masked[n]:
+                    ranks[n] = MISS
+                    continue
+                ranks[n] = rank_in_list(out.top_items[j], out.top_scores[j], int(targets.items[n]),
+                                        set(targets.masks[n].tolist()))
             bar.update(len(due.get(t, [])))
     bar.close()
     return ranks

@@ -39,10 +39,14 @@ def encode_all(sequences: dict[str, list[Interaction]], items: Vocab, types: Voc
 
 @dataclass(frozen=True)
 class TargetSet:
-    """Evaluation targets: (user, position) pairs with their target item and history mask.
+    """Evaluation targets: (user, position) pairs with their target item and mask.
 
-    The input of target n is ``encoded[users[n]][:positions[n]]``; ``masks[n]`` holds the
-    distinct item indices of that input (the target itself is never masked by the ranker).
+    The input of target n is ``encoded[users[n]][:positions[n]]``. Two masking rules:
+    - ``history`` (BENCHMARKS.md): ``masks[n]`` = every distinct item of that input; the ranker
+      never masks the target itself;
+    - ``serving`` (what the worker publishes): ``masks[n]`` = the last m distinct items seen
+      (PAD/OOV excluded), the target included: a target in that window can not be
+      recommended, so it is a miss (``target_masked[n]``).
     """
 
     users: list[str]
@@ -50,18 +54,39 @@ class TargetSet:
     items: np.ndarray
     ts: np.ndarray
     masks: list[np.ndarray]
+    target_masked: np.ndarray | None = None  # serving rule: target in the seen window -> miss
 
     def __len__(self) -> int:
         return len(self.users)
 
 
-def build_targets(encoded: dict[str, Encoded], targets: list[tuple[str, int]]) -> TargetSet:
-    """Targets must have position >= 1 (something to predict from)."""
+def seen_window(items: np.ndarray, m: int) -> np.ndarray:
+    """The last ``m`` distinct real items (index >= 2) of a history, oldest first: the worker's
+    seen window after consuming ``items``."""
+    out: list[int] = []
+    seen: set[int] = set()
+    for v in items[::-1].tolist():
+        if v > 1 and v not in seen:
+            seen.add(v)
+            out.append(v)
+            if len(out) == m:
+                break
+    return np.array(out[::-1], dtype=np.int64)
+
+
+def build_targets(encoded: dict[str, Encoded], targets: list[tuple[str, int]], window: int | None = None
+                  ) -> TargetSet:
+    """Targets must have position >= 1 (something to predict from). ``window=None`` masks by the
+    ``history`` rule, ``window=m`` by the ``serving`` rule (see TargetSet)."""
     users = [u for u, p in targets]
     pos = np.array([p for _, p in targets], dtype=np.int64)
     if len(pos) and pos.min() < 1:
         raise ValueError("a target needs at least one earlier event")
     items = np.array([encoded[u].items[p] for u, p in targets], dtype=np.int64)
     ts = np.array([encoded[u].ts[p] for u, p in targets], dtype=np.int64)
-    masks = [np.unique(encoded[u].items[:p]) for u, p in targets]
-    return TargetSet(users=users, positions=pos, items=items, ts=ts, masks=masks)
+    if window is None:
+        masks = [np.unique(encoded[u].items[:p]) for u, p in targets]
+        return TargetSet(users=users, positions=pos, items=items, ts=ts, masks=masks)
+    masks = [seen_window(encoded[u].items[:p], window) for u, p in targets]
+    hit = np.array([t in set(m.tolist()) for t, m in zip(items.tolist(), masks)], dtype=bool)
+    return TargetSet(users=users, positions=pos, items=items, ts=ts, masks=masks, target_masked=hit)

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from model import baselines
 from model.encode import Encoded, TargetSet
-from model.metrics import rank_rows, summarize
+from model.metrics import MISS, rank_rows, summarize
 
 KS = (10, 20)
 DAY_MS = 86_400_000
@@ -27,6 +27,8 @@ def ranks_of(scorer: baselines.Scorer, targets: TargetSet, chunk: int = 1024, de
         rows = np.arange(a, min(a + chunk, len(targets)))
         scores = np.asarray(scorer(rows), dtype=np.float32)
         ranks[rows], ncand[rows] = rank_rows(scores, targets.items[rows], [targets.masks[r] for r in rows])
+        if targets.target_masked is not None:
+            ranks[rows[targets.target_masked[rows]]] = MISS
     return ranks, ncand
 
 

@@ -54,9 +54,10 @@ def train(events: list[Interaction], protocol: str, out_dir: str | Path, model_k
 
 
 def evaluate_checkpoint(ckpt: checkpoint.Checkpoint, events: list[Interaction], protocol: str,
-                        with_baselines: bool = True, progress: bool = False) -> dict:
-    """Test metrics of a checkpoint (its own vocabularies) and of the baselines on ``events``."""
-    p = prepare(events, protocol, items=ckpt.items, types=ckpt.types)
+                        with_baselines: bool = True, progress: bool = False, window: int | None = None) -> dict:
+    """Test metrics of a checkpoint (its own vocabularies) and of the baselines on ``events``;
+    ``window=m`` masks by the serving rule instead of the history rule."""
+    p = prepare(events, protocol, items=ckpt.items, types=ckpt.types, window=window)
     doc = {"model": evaluate_model(ckpt.model, p.encoded, p.test, desc="LSTM" if progress else None)}
     if with_baselines:
         doc["baselines"] = baselines_for(p, progress=progress)

@@ -34,8 +34,9 @@ def fingerprint(events: list[Interaction]) -> str:
 
 
 def prepare(events: list[Interaction], protocol: str, items: Vocab | None = None,
-            types: Vocab | None = None) -> Prepared:
-    """Split and encode; pass ``items``/``types`` to reuse a trained model's vocabularies."""
+            types: Vocab | None = None, window: int | None = None) -> Prepared:
+    """Split and encode; pass ``items``/``types`` to reuse a trained model's vocabularies and
+    ``window=m`` to mask test targets by the serving rule (model/encode.py)."""
     sp = split(events, protocol)
     train = training_events(sp)
     if items is None:
@@ -47,5 +48,5 @@ def prepare(events: list[Interaction], protocol: str, items: Vocab | None = None
     fit = [Encoded(e.items[:k], e.types[:k], e.gaps[:k], e.ts[:k])
            for u, e in encoded.items() if (k := sp.fit_len[u]) > 0]
     return Prepared(split=sp, items=items, types=types, encoded=encoded, fit=fit,
-                    valid=build_targets(encoded, sp.valid), test=build_targets(encoded, sp.test),
+                    valid=build_targets(encoded, sp.valid), test=build_targets(encoded, sp.test, window),
                     fingerprint=fingerprint(events))

@@ -36,11 +36,20 @@ def test_train_evaluate_export_and_bundle_parity(data, tmp_path):
     bundle = tmp_path / "bundle"
     exp = streamrec("export", "--model", run, "--out", bundle, "--k", "20", "--m", "200")
     assert "MISMATCH" not in exp.stdout and (bundle / "manifest.json").exists()
-    ev_b = json.loads(streamrec("evaluate", "--bundle", bundle, *flags, "--json").stdout)
+    ev_b = json.loads(streamrec("evaluate", "--bundle", bundle, *flags, "--mask", "history", "--json").stdout)
     assert ev_b["n_targets"] == ev["n_targets"]
     for key in ("HR@10", "NDCG@10", "MRR@10", "HR@20", "NDCG@20", "MRR@20"):
         assert round(ev_b["model"][key], 4) == round(ev["model"][key], 4), key
     assert ev_b["baselines"]["Markov"] == ev["baselines"]["Markov"]
+
+    # the serving rule (the bundle's default): the same through the checkpoint and the bundle,
+    # and different from the history rule on this data, whose browse->click repeats it drops
+    serve_b = json.loads(streamrec("evaluate", "--bundle", bundle, *flags, "--no-baselines", "--json").stdout)
+    serve_m = json.loads(streamrec("evaluate", "--model", run, *flags, "--mask", "serving", "--m", "200",
+                                   "--no-baselines", "--json").stdout)
+    for key in ("HR@10", "NDCG@10", "MRR@10", "HR@20", "NDCG@20"):
+        assert round(serve_b["model"][key], 4) == round(serve_m["model"][key], 4), key
+    assert serve_b["model"]["HR@10"] < ev["model"]["HR@10"]
 
 
 def test_clear_errors(tmp_path, data):

@@ -1,0 +1,81 @@
+"""``streamrec worker``: run the streaming worker (Faust) in this process until SIGINT/SIGTERM.
+
+Flags win over ``STREAMREC_*`` environment variables (``streams/config.py``); the resolved
+configuration is written back into the environment, then ``streams.app`` is imported and Faust's
+``worker`` command runs it, exactly as ``faust -A streams.app worker`` would.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from cli.main import CliError
+
+DESCRIPTION = """\
+Consume click and browse events from Kafka, keep one LSTM state per user (RocksDB, changelogged
+to Kafka), step the exported ONNX model once per event and publish the user's top-k list.
+
+input   topics clicks, browses; key = user_id; value = JSON
+          {"user_id": "u1", "item_id": "i42", "ts": 1700000000000,      (epoch ms)
+           "event_type": "click",                                       (optional: the topic's kind)
+           "event_id": "e-123"}                                         (optional: drops duplicates)
+output  topic recommendations; key = user_id; value = JSON
+          {"user_id", "items": [..], "scores": [..], "model_version",
+           "source": {"topic", "partition", "offset"}, "event_ts", "emitted_ts"}
+errors  topic events.dlq: each rejected event with a reason code (invalid_json, missing_field,
+        unknown_event_type, bad_ts, key_mismatch, ...), a message and the original bytes (base64).
+        Bad input never stops the worker.
+http    GET /recommendations/{user_id}   the user's latest list (routed to the worker owning it)
+        GET /health                      counters per outcome and per rejection reason
+"""
+
+EPILOG = """\
+Every flag can also be set by the environment variable shown in [brackets]; a flag wins.
+Input topics must have --partitions partitions (missing topics are created so). The state
+table is named after the bundle's model version: a new model starts with fresh states.
+Stop with Ctrl-C or SIGTERM: the worker finishes the current event and commits.
+
+examples:
+  BROKERS=$(streamrec kafka start)
+  streamrec worker --bundle bundles/m1 --brokers $BROKERS
+  curl localhost:6066/recommendations/u1
+  STREAMREC_BUNDLE=bundles/m1 STREAMREC_BROKERS=$BROKERS faust -A streams.app worker   (same worker)
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from streams.config import SETTINGS, WorkerConfig
+
+    parser = subparsers.add_parser(
+        "worker", help="run the streaming worker: Kafka events -> per-user state -> top-k recommendations",
+        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = {f: getattr(WorkerConfig, f, None) for f in (s.field for s in SETTINGS)}
+    for s in SETTINGS:
+        default = defaults[s.field]
+        shown = "required" if s.field == "bundle" else ("the bundle's k" if default is None else
+                                                        str(default).replace("_", "-"))
+        parser.add_argument(s.flag, dest=s.field, metavar=s.metavar, default=None,
+                            help=f"{s.help} [{s.env}] ({'' if shown == 'required' else 'default: '}{shown})")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from streams.config import SETTINGS, ConfigError, WorkerConfig
+
+    try:
+        config = WorkerConfig.from_env(os.environ, **{s.field: getattr(args, s.field) for s in SETTINGS})
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    if not (config.bundle / "manifest.json").is_file():
+        raise CliError(f"{config.bundle} is not a bundle (no manifest.json): "
+                       "make one with `streamrec export --model RUN --out DIR`")
+    os.environ.update(config.to_env())
+    try:
+        from streams.app import app
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    # Faust's own command line parses sys.argv: hand it the `worker` command alone.
+    sys.argv = ["streamrec worker", "worker", "--loglevel", config.log_level]
+    app.main()  # returns by SystemExit once the worker stopped
+    return 0
