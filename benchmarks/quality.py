@@ -1,0 +1,82 @@
+"""Offline quality benchmark: the LSTM (and its ablations) beside the baselines.
+
+    ./run python benchmarks/quality.py beauty              # LOO-full on Beauty, final model
+    ./run python benchmarks/quality.py beauty --ablation   # + what each model change bought
+    ./run python benchmarks/quality.py ml-100k yoochoose   # TEMPORAL-stream
+    ./run python benchmarks/quality.py all --seeds 0 1 2
+
+Data sets are read from ../shared/data (or $STREAMREC_DATA). Prints a table per data set and
+writes benchmarks/results/quality-<name>.json with every figure (HR, NDCG, MRR, Precision,
+F1 at 10/20, AUC) per model and seed, plus the training time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cli.tables import metrics_table
+from model.config import TrainConfig
+from model.data import load
+from model.pipeline import train
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("STREAMREC_DATA", ROOT.parent / "shared" / "data"))
+SETS = {
+    "beauty": ("beauty/Beauty.txt", "sequences", "loo-full"),
+    "ml-100k": ("ml-100k/ml-100k.inter", "recbole", "temporal"),
+    "yoochoose": ("yoochoose-100k", "gru4rec", "temporal"),
+}
+FINAL = {}  # the defaults of LSTMConfig: first-order term, item bias, LayerNorm
+ABLATION = {
+    "plain LSTM (tied output)": {"first_order": False, "item_bias": False},
+    "+ item bias": {"first_order": False},
+    "+ first-order term (final)": {},
+}
+
+
+def run_set(name: str, seeds: list[int], ablation: bool, budget: float) -> dict:
+    rel, fmt, protocol = SETS[name]
+    events = load(DATA / rel, fmt)
+    variants = ABLATION if ablation else {"LSTM": FINAL}
+    out: dict = {"data": name, "protocol": protocol, "models": {}, "baselines": None}
+    for label, kw in variants.items():
+        runs = []
+        for seed in seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.monotonic()
+                doc = train(events, protocol, tmp, kw, TrainConfig(seed=seed, time_budget_s=budget),
+                            {"name": name}, progress=True, with_baselines=out["baselines"] is None)
+                doc["model"]["train_seconds"] = round(time.monotonic() - t0, 1)
+                doc["model"]["best_epoch"] = doc["best_valid"]["epoch"]
+            if out["baselines"] is None:
+                out["baselines"] = doc["baselines"]
+            runs.append(doc["model"])
+        mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if isinstance(runs[0][k], (int, float))}
+        out["models"][label] = {"seeds": seeds, "runs": runs, "mean": mean}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sets", nargs="+", choices=[*SETS, "all"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--ablation", action="store_true", help="train each ablation variant too")
+    ap.add_argument("--budget", type=float, default=1800.0, help="training time budget per run, seconds")
+    a = ap.parse_args()
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    for name in (list(SETS) if "all" in a.sets else a.sets):
+        res = run_set(name, a.seeds, a.ablation, a.budget)
+        rows = {f"{k} (mean of {len(v['seeds'])})": v["mean"] for k, v in res["models"].items()}
+        print(f"\n{name} ({res['protocol']})\n" + metrics_table({**rows, **res["baselines"]}))
+        (results / f"quality-{name}.json").write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
