@@ -29,7 +29,10 @@ class LSTMConfig:
     hidden: int = 128  # LSTM hidden size
     layers: int = 1
     dropout: float = 0.3
-    first_order: bool = True  # FPMC-style term: current item embedding -> scoring space
+    first_order: bool = True  # FPMC-style term from the current item (see first_order_dim)
+    first_order_dim: int = 0  # 0: the current item's embedding, mapped into the scoring space
+    # of the tied item embeddings; > 0: separate in/out tables of this size (a factorized
+    # transition matrix, as in FPMC), scored beside the recurrent term
     item_bias: bool = True
 
     def to_dict(self) -> dict:
@@ -49,7 +52,14 @@ class LSTMRecommender(nn.Module):
         self.lstm = nn.LSTM(cfg.dim, cfg.hidden, num_layers=cfg.layers, batch_first=True,
                             dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.proj = nn.Linear(cfg.hidden, cfg.dim)
-        self.first = nn.Linear(cfg.dim, cfg.dim, bias=False) if cfg.first_order else None
+        shared = cfg.first_order and cfg.first_order_dim == 0
+        self.first = nn.Linear(cfg.dim, cfg.dim, bias=False) if shared else None
+        self.fo_in = self.fo_out = None
+        if cfg.first_order and cfg.first_order_dim > 0:
+            self.fo_in = nn.Embedding(cfg.n_items, cfg.first_order_dim, padding_idx=0)
+            self.fo_out = nn.Embedding(cfg.n_items, cfg.first_order_dim, padding_idx=0)
+            nn.init.normal_(self.fo_in.weight, std=0.05)
+            nn.init.normal_(self.fo_out.weight, std=0.05)
         self.norm = nn.LayerNorm(cfg.dim)
         self.bias = nn.Parameter(torch.zeros(cfg.n_items)) if cfg.item_bias else None
         nn.init.normal_(self.item_emb.weight, std=0.05)
@@ -69,15 +79,25 @@ class LSTMRecommender(nn.Module):
         return self.item_emb(items) + self.type_emb(types) + self.gap_emb(gaps)
 
     def query(self, out: Tensor, items: Tensor) -> Tensor:
-        """Scoring-space vector from the LSTM output and the current item (any leading dims)."""
+        """Scoring-space vector from the LSTM output and the current item (any leading dims):
+        [..., dim], or [..., dim + first_order_dim] with separate first-order tables."""
         q = self.proj(self.drop(out))
         if self.first is not None:
             q = q + self.first(self.drop(self.item_emb(items)))
-        return self.norm(q)
+        q = self.norm(q)
+        if self.fo_in is not None:
+            q = torch.cat([q, self.drop(self.fo_in(items))], dim=-1)
+        return q
+
+    def output_table(self) -> Tensor:
+        """[n_items, query size]: the item embeddings (tied), beside the first-order out table."""
+        if self.fo_out is None:
+            return self.item_emb.weight
+        return torch.cat([self.item_emb.weight, self.fo_out.weight], dim=1)
 
     def score(self, q: Tensor) -> Tensor:
-        """Whole-catalog scores for query vectors [..., dim] -> [..., n_items]."""
-        s = q @ self.item_emb.weight.t()
+        """Whole-catalog scores for query vectors [..., q] -> [..., n_items]."""
+        s = q @ self.output_table().t()
         return s + self.bias if self.bias is not None else s
 
     # ---- training / offline --------------------------------------------------------------

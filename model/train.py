@@ -74,7 +74,7 @@ def query_vectors(model: LSTMRecommender, encoded: dict[str, Encoded], targets: 
     for n, u in enumerate(targets.users):
         by_user.setdefault(u, []).append(n)
     users = sorted(by_user, key=lambda u: int(targets.positions[by_user[u]].max()))
-    out = np.zeros((len(targets), model.cfg.dim), dtype=np.float32)
+    out = np.zeros((len(targets), model.output_table().shape[1]), dtype=np.float32)
     for i in range(0, len(users), batch_users):
         group = users[i:i + batch_users]
         need = [int(targets.positions[by_user[u]].max()) for u in group]  # inputs [:pos]

@@ -15,7 +15,7 @@ def small_events(users: int = 300, items: int = 120, seed: int = 0):
 
 
 def train_small(events, protocol: str = "temporal", epochs: int = 3, dim: int = 16, hidden: int = 24,
-                layers: int = 1, seed: int = 0):
+                layers: int = 1, seed: int = 0, **model_kw):
     """A tiny trained checkpoint (model.checkpoint.Checkpoint) and its Prepared data."""
     from model.checkpoint import Checkpoint
     from model.lstm import LSTMConfig
@@ -23,7 +23,8 @@ def train_small(events, protocol: str = "temporal", epochs: int = 3, dim: int = 
     from model.train import TrainConfig, fit, parity_sample
 
     p = prepare(events, protocol)
-    cfg = LSTMConfig(n_items=len(p.items), n_event_types=len(p.types), dim=dim, hidden=hidden, layers=layers)
+    cfg = LSTMConfig(n_items=len(p.items), n_event_types=len(p.types), dim=dim, hidden=hidden, layers=layers,
+                      **model_kw)
     model, _ = fit(cfg, TrainConfig(epochs=epochs, patience=epochs, lr=5e-3, seed=seed), p.fit, p.encoded,
                    p.valid, progress=False)
     ckpt = Checkpoint(model, p.items, p.types, data={"name": "test", "parity_sample": parity_sample(p.fit)})

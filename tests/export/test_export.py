@@ -80,6 +80,12 @@ def test_mismatched_dims_are_refused(bundle_dir, tmp_path):
         Bundle.load(bad)
 
 
+def test_parity_with_separate_first_order_tables(tmp_path):
+    ckpt, _ = train_small(small_events(users=120, items=60, seed=4), epochs=1, first_order_dim=8)
+    _, report = export_bundle(ckpt, tmp_path / "fo", k=5, m=5)
+    assert report.ok, report.text()
+
+
 def test_runtime_never_imports_torch(bundle_dir):
     code = ("import sys; from export.runtime import Bundle; b = Bundle.load(sys.argv[1]); "
             "h, c = b.init_state(1); import numpy as np; b.step(np.array([2]), np.array([2]), np.array([0]), h, c); "

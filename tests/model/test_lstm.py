@@ -3,9 +3,10 @@ import torch
 from model.lstm import LSTMConfig, LSTMRecommender
 
 
-def _model(layers: int) -> LSTMRecommender:
+def _model(layers: int, first_order_dim: int = 0) -> LSTMRecommender:
     torch.manual_seed(layers)
-    m = LSTMRecommender(LSTMConfig(n_items=300, n_event_types=5, dim=16, hidden=24, layers=layers))
+    m = LSTMRecommender(LSTMConfig(n_items=300, n_event_types=5, dim=16, hidden=24, layers=layers,
+                                   first_order_dim=first_order_dim))
     return m.eval()
 
 
@@ -16,8 +17,8 @@ def _events(B: int, T: int, seed: int = 0):
 
 
 def test_T_single_steps_equal_one_forward_over_T():
-    for layers in (1, 2):
-        m = _model(layers)
+    for layers, fo_dim in ((1, 0), (2, 0), (1, 8)):
+        m = _model(layers, fo_dim)
         items, types, gaps = _events(B=7, T=60)
         with torch.no_grad():
             full, (h_f, c_f) = m(items, types, gaps)
