@@ -61,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from kafka.errors import KafkaError
+
+    from export.manifest import BundleError
     from streams.config import SETTINGS, ConfigError, WorkerConfig
 
     try:
@@ -72,9 +75,15 @@ def run(args: argparse.Namespace) -> int:
                        "make one with `streamrec export --model RUN --out DIR`")
     os.environ.update(config.to_env())
     try:
-        from streams.app import app
-    except ConfigError as exc:
+        from streams.app import app, ensure_topics, load_bundle
+
+        load_bundle()
+        ensure_topics()
+    except (ConfigError, BundleError) as exc:
         raise CliError(str(exc)) from None
+    except KafkaError as exc:
+        raise CliError(f"cannot reach Kafka at {config.brokers} ({exc}): is it running? "
+                       "(start one with `streamrec kafka start`)") from None
     # Faust's own command line parses sys.argv: hand it the `worker` command alone.
     sys.argv = ["streamrec worker", "worker", "--loglevel", config.log_level]
     app.main()  # returns by SystemExit once the worker stopped

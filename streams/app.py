@@ -1,0 +1,275 @@
+"""The streaming worker: Kafka events -> per-user LSTM state (RocksDB table) -> ONNX step -> top-k.
+
+Run it with ``streamrec worker --bundle DIR --brokers HOST:PORT`` (see ``--help``), or with Faust's
+own command, configured by the environment (``streams/config.py`` lists the variables)::
+
+    STREAMREC_BUNDLE=bundles/m1 STREAMREC_BROKERS=127.0.0.1:9092 faust -A streams.app worker -l info
+
+Reads top to bottom: config -> App -> topics -> table -> agent -> helpers -> web views. Importing
+this module reads the configuration and the bundle's manifest (its version names the state table)
+but not the model: ``streamrec worker`` loads the bundle before it starts Faust (so a bad bundle
+is a clear error), ``faust -A`` when the agent starts. ONNX steps run in one dedicated thread
+(arrival order kept, event loop free). The table's ``rocksdb://`` store is faust-streaming's
+RocksDB store, which uses ``rocksdict`` (no python-rocksdb needed).
+
+Contract (``streams/codec.py`` has the message formats):
+- in: topics ``clicks`` and ``browses`` keyed by user id; both must have the state table's
+  partition count (missing topics are created with it). One agent consumes both: events of a user
+  are processed in arrival order per topic; a user's events in the two topics interleave in the
+  order the worker receives them (what ``source`` in the output records).
+- out: ``recommendations`` (one message per applied event, keyed by user id); ``events.dlq`` (one
+  message per rejected event, with its reason code and the original bytes). The worker never stops
+  on bad input; counters per reason are at ``GET /health``.
+- state: table ``user-state-<model version>`` (RocksDB, changelogged to Kafka), value =
+  ``UserState.pack()``; a new model version starts with fresh states, never reads old ones.
+- ``GET /recommendations/{user_id}``: the user's latest list, answered by the worker owning the key.
+- at-least-once (default): a crash replays events since the last commit; the state remembers the
+  last applied offset per input topic (and the last 16 ``event_id``s), so a replayed or duplicated
+  event is skipped: not applied twice, no second recommendation (``redelivered`` in ``/health``).
+  A crash between publishing a recommendation and storing the state re-emits that one (same
+  content, same ``source``). Recreating an input topic restarts its offsets: run the worker with a
+  new ``--app-id`` then (fresh states), or its events would count as replays. Exactly-once uses Kafka transactions (consumers of the output then
+  read with ``isolation.level=read_committed``).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+import faust
+from faust.exceptions import ConsumerNotStarted
+from faust.web import Request, Response, View
+
+from export import contract
+from export.manifest import Manifest
+from export.runtime import Bundle
+from streams import codec
+from streams.config import ConfigError, WorkerConfig
+from streams.logic import process
+from streams.state import StateError, UserState
+
+log = logging.getLogger("streamrec.worker")
+
+# ---- configuration (once, from the environment) ---------------------------------------------
+config = WorkerConfig.from_env()
+try:
+    manifest = Manifest.from_json((config.bundle / contract.MANIFEST_FILE).read_text(encoding="utf-8"))
+except (OSError, ValueError) as exc:
+    raise ConfigError(f"cannot read the bundle's manifest in {config.bundle}: {exc}") from None
+if config.k is not None and config.k > manifest.k:
+    raise ConfigError(f"--k/STREAMREC_K={config.k} exceeds the bundle's k={manifest.k}")
+K = config.k or manifest.k
+SOURCE_SLOT = {config.clicks_topic: 0, config.browses_topic: 1}  # UserState.offsets slots
+TABLE_NAME = "user-state-" + re.sub(r"[^A-Za-z0-9._-]", "_", manifest.model_version)[:150]
+# RocksDB per partition: modest buffers (Faust's defaults are 3x64 MB memtables and a 2 GB cache).
+ROCKSDB_OPTIONS = {"write_buffer_size": 16 << 20, "max_write_buffer_number": 2, "block_cache_size": 64 << 20}
+
+# ---- app ------------------------------------------------------------------------------------
+app = faust.App(
+    config.app_id,
+    broker=config.broker_urls,
+    store="rocksdb://",
+    datadir=str(config.data_dir),
+    processing_guarantee=config.guarantee,
+    topic_partitions=config.partitions,
+    topic_replication_factor=config.replication,
+    consumer_auto_offset_reset="earliest",
+    web_bind=config.web_host,
+    web_port=config.web_port,
+    web_host=config.web_host if config.web_host != "0.0.0.0" else socket.gethostname(),
+    autodiscover=False,
+)
+
+# ---- topics (internal=True: Faust creates them with the table's partition count) ------------
+raw = {"key_serializer": "raw", "value_serializer": "raw", "partitions": config.partitions, "internal": True}
+events_topic = app.topic(config.clicks_topic, config.browses_topic, **raw)
+output_topic = app.topic(config.output_topic, **raw)
+dlq_topic = app.topic(config.dlq_topic, **raw)
+
+# ---- table: user id (UTF-8 bytes) -> UserState bytes ----------------------------------------
+states = app.Table(TABLE_NAME, default=None, key_type=bytes, value_type=bytes,  # bytes: raw serializer
+                   partitions=config.partitions, options=dict(ROCKSDB_OPTIONS),
+                   help="per-user LSTM state, seen window and latest list (streams.state.UserState)")
+
+# One thread runs every ONNX step, so steps stay in arrival order and off the event loop.
+INFERENCE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-onnx")
+counts: Counter[str] = Counter()  # processed / emitted / redelivered / rejected / state_reset
+rejected: Counter[str] = Counter()  # per reason code
+_bundle: list[Bundle] = []  # filled on worker start
+
+
+# ---- the agent: one event at a time, in arrival order ---------------------------------------
+@app.agent(events_topic)
+async def recommend(stream: faust.StreamT) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        await output_topic.maybe_declare()
+        await dlq_topic.maybe_declare()
+        bundle = await loop.run_in_executor(INFERENCE, load_bundle)
+    except Exception as exc:  # the worker cannot work: stop it with the reason
+        log.critical("streamrec worker cannot start: %s", exc)
+        await app.crash(exc)
+        return
+    log.info("streamrec worker: model %s (k=%d, m=%d, event types %s), table %s, torch imported: %s",
+             bundle.version, K, manifest.m, manifest.event_types, TABLE_NAME, "torch" in sys.modules)
+    verified: set[str] = set()
+    async for event in stream.events():
+        if event.message.topic not in verified:
+            problem = partition_problem(event.message.topic)
+            if problem:
+                log.critical("streamrec worker stops: %s", problem)
+                await app.crash(ConfigError(problem))
+                return
+            verified.add(event.message.topic)
+        await handle(event, bundle, loop)
+
+
+async def handle(event: faust.EventT, bundle: Bundle, loop: asyncio.AbstractEventLoop) -> None:
+    """Parse, step the user's state (in the inference thread), publish, assign the new state."""
+    msg = event.message
+    source = codec.Source(msg.topic, msg.partition, msg.offset)
+    parsed = codec.parse_event(event.key, event.value, config.kinds[msg.topic], manifest.event_types)
+    if isinstance(parsed, codec.Rejected):
+        return await reject(event.key, event.value, source, parsed)
+    try:
+        state = read_state(event.key, parsed.event.user_id)
+        step = partial(process, bundle, [state], [parsed.event], event_ids=[parsed.event_id],
+                       positions=[(SOURCE_SLOT[msg.topic], msg.offset)], k=K)
+        (new_state,), (rec,) = await loop.run_in_executor(INFERENCE, step)
+    except Exception as exc:  # a bug or a broken model: keep the event, keep going
+        log.exception("processing %s failed", source)
+        return await reject(event.key, event.value, source, codec.Rejected(codec.PROCESSING_ERROR, repr(exc)[:500]))
+    counts["processed"] += 1
+    if rec is None:  # already applied (a redelivery after a crash, or a duplicate event_id)
+        counts["redelivered"] += 1
+        return
+    value = codec.encode_recommendation(rec.user_id, rec.items, rec.scores, bundle.version, source, rec.event_ts,
+                                        now_ms())
+    # Shielded: a shutdown arriving now still publishes and stores both, or neither was started.
+    await asyncio.shield(emit(event.key, value, new_state.pack()))
+
+
+async def emit(key: bytes, value: bytes, state: bytes) -> None:
+    """Publish the recommendation, then assign the user's new state (never mutated in place)."""
+    await output_topic.send(key=key, value=value)
+    states[key] = state
+    counts["emitted"] += 1
+
+
+def read_state(key: bytes, user_id: str) -> UserState | None:
+    blob = states.get(key)
+    try:
+        return UserState.unpack(blob, manifest.layers, manifest.hidden) if blob else None
+    except StateError as exc:  # not with this code's states (the table name carries the model version)
+        log.error("state of user %r unreadable (%s): starting it afresh", user_id, exc)
+        counts["state_reset"] += 1
+        return None
+
+
+async def reject(key: bytes | None, value: bytes | None, source: codec.Source, why: codec.Rejected) -> None:
+    """Send a message to the dead-letter topic and count it."""
+    counts["rejected"] += 1
+    rejected[why.reason] += 1
+    log.info("dead letter %s:%d@%d: %s (%s)", source.topic, source.partition, source.offset, why.reason, why.message)
+    await dlq_topic.send(key=key, value=codec.encode_dead_letter(key, value, source, why, now_ms()))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def load_bundle() -> Bundle:
+    """Load and verify the bundle once (checksums, dims, ONNX session): by ``streamrec worker`` before
+    Faust starts (a bad bundle is a clear CLI error), else by the agent on start, in the inference thread."""
+    if not _bundle:
+        bundle = Bundle.load(config.bundle, threads=config.threads)
+        if bundle.version != manifest.model_version:
+            raise ConfigError(f"bundle {config.bundle} changed since start ({manifest.model_version} -> "
+                              f"{bundle.version}): restart the worker")
+        _bundle.append(bundle)
+    return _bundle[0]
+
+
+# ---- topics' partition counts ---------------------------------------------------------------
+def _mismatch(topic: str, found: int) -> str:
+    return (f"input topic {topic!r} has {found} partitions, the state table {config.partitions}: start the worker "
+            f"with --partitions {found} (and a new --app-id), or recreate the topic with {config.partitions}")
+
+
+def partition_problem(topic: str) -> str | None:
+    """Why ``topic`` cannot feed the table (another partition count: its events would land in the wrong
+    state partition), or None; from the consumer's metadata, once events flow."""
+    found = app.consumer.topic_partitions(topic)
+    return None if found is None or found == config.partitions else _mismatch(topic, found)
+
+
+def ensure_topics(timeout_s: float = 30.0) -> None:
+    """Create the missing topics (input, output, dead letters) with the table's partition count and
+    refuse input topics with another count. Blocking (kafka-python): ``streamrec worker`` calls it
+    before Faust starts, because topics Faust declares itself may not be in the broker's metadata
+    yet when it subscribes (a partly assigned worker would ignore one input topic for minutes)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO lines would drown the worker's
+    names = [config.clicks_topic, config.browses_topic, config.output_topic, config.dlq_topic]
+    admin = KafkaAdminClient(bootstrap_servers=config.brokers.split(","), client_id=f"{config.app_id}-admin",
+                             request_timeout_ms=int(timeout_s * 1000))
+
+    def describe() -> dict[str, int]:
+        return {t["name"]: len(t["partitions"]) if isinstance(t["partitions"], list) else int(t["partitions"])
+                for t in admin.describe_topics(names) if t["error_code"] == 0}
+    try:
+        found = describe()
+        if missing := [n for n in names if n not in found]:
+            log.info("creating topics %s with %d partitions", missing, config.partitions)
+            admin.create_topics([NewTopic(n, config.partitions, config.replication) for n in missing],
+                                raise_errors=False, wait_for_metadata=True)
+            found = describe()
+    finally:
+        admin.close()
+    if problems := [_mismatch(t, n) for t, n in found.items() if t in SOURCE_SLOT and n != config.partitions]:
+        raise ConfigError("; ".join(problems))
+
+
+# ---- web views ------------------------------------------------------------------------------
+@app.page("/recommendations/{user_id}")
+@app.table_route(table=states, match_info="user_id")
+async def recommendations_view(web: View, request: Request, user_id: str) -> Response:
+    """The user's latest recommendation list (404 before their first event, 400 for a bad id)."""
+    problem = codec.id_problem(user_id)
+    if problem:
+        return web.error(400, f"user id {problem}")
+    if not _bundle:
+        return web.error(503, "the worker is still starting")
+    blob = states.get(user_id.encode("utf-8"))
+    if blob is None:
+        return web.error(404, "no events for this user yet", user_id=user_id)
+    state = UserState.unpack(blob)
+    items = _bundle[0].items
+    return web.json({"user_id": user_id, "items": [items.token(i) for i in state.top_items],
+                     "scores": state.top_scores.tolist(), "model_version": manifest.model_version,
+                     "events": state.count, "last_ts": state.last_ts})
+
+
+@app.page("/health")
+async def health_view(web: View, request: Request) -> Response:
+    """Readiness (model loaded, partitions assigned) and counters: events processed, emitted,
+    redelivered, rejected per reason; whether torch is loaded (it never should be)."""
+    try:
+        assigned = bool(app.consumer.assignment())
+    except ConsumerNotStarted:
+        assigned = False
+    body: dict[str, Any] = {"model_version": manifest.model_version, "table": TABLE_NAME,
+                            "ready": bool(_bundle) and assigned and not app.rebalancing,
+                            "bundle_loaded": bool(_bundle), "torch_imported": "torch" in sys.modules,
+                            "counts": dict(counts), "rejected": dict(rejected)}
+    return web.json(body)

@@ -1,0 +1,346 @@
+"""Live evaluation: score what the worker published, exactly as offline evaluation scores the bundle.
+
+``streamrec evaluate-live --data D --format F --bundle B --brokers HOST:PORT`` (``cli/live_cmd.py``)
+reads the input topics, the recommendations topic and the dead-letter topic from the beginning
+(``isolation.level=read_committed``) while a replay runs or after it, until every expected event
+has its answer or nothing new arrived for ``timeout`` seconds.
+
+Matching, never guessing: an output record names its input by ``source`` (topic, partition,
+offset); the input record at those coordinates carries the ``event_id`` that ``streams/replay.py``
+gave it (``<user>:<index in the user's time-sorted history>``), so each output is tied to one event
+of the data set. A second output with the same ``source`` is an at-least-once redelivery: counted
+in ``duplicates``, scored once (the first copy).
+
+Scoring (TEMPORAL-stream, ``model.splits``): for every test target (user, position p), the list the
+user was shown is the recommendation the worker published for that user just before the one it
+published for the target event (the user's outputs share a partition, so their order is the
+worker's processing order). When the worker processed the user's events in timestamp order, that
+is the recommendation of event p-1, and the live figures equal ``streamrec evaluate --bundle``
+(serving rule); otherwise the target counts in ``order_violations``. rank = position of the
+target's item in the list under the strict-above tie rule (``model.metrics.rank_in_list``); an
+item out of the bundle's vocabulary, or absent from the list, is a miss. Pure parts (parsing,
+matching, scoring, statistics) take no Kafka; ``collect`` does the reading.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.metrics import MISS, rank_in_list, summarize
+from model.splits import Split
+from model.vocab import Vocab
+from streams.replay import Coords, Topics, event_id, parse_event_id, source_of
+
+PERCENTILES = (50, 95, 99)
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    coords: Coords
+    timestamp: int  # Kafka record timestamp: when it was produced (ms)
+    user_id: str
+    item_id: str
+    event_type: str | None
+    ts: int
+    event_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    partition: int
+    offset: int
+    timestamp: int  # Kafka record timestamp: when the worker published it (ms)
+    user_id: str
+    items: tuple[str, ...]
+    scores: tuple[float, ...]
+    model_version: str
+    source: Coords
+
+
+def parse_input(coords: Coords, timestamp: int, value: bytes | None) -> InputRecord | None:
+    """An input record, or None when it is not an event (the worker dead-letters those)."""
+    try:
+        d = json.loads(value)  # type: ignore[arg-type]
+        eid = d.get("event_id")
+        return InputRecord(coords, int(timestamp), str(d["user_id"]), str(d["item_id"]), d.get("event_type"),
+                           int(d["ts"]), None if eid is None else str(eid))
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
+
+
+def parse_output(partition: int, offset: int, timestamp: int, value: bytes | None) -> OutputRecord | None:
+    try:
+        d = json.loads(value)  # type: ignore[arg-type]
+        s = d["source"]
+        return OutputRecord(partition, offset, int(timestamp), str(d["user_id"]), tuple(map(str, d["items"])),
+                            tuple(map(float, d["scores"])), str(d.get("model_version")),
+                            (str(s["topic"]), int(s["partition"]), int(s["offset"])))
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
+
+
+class LiveLog:
+    """Every record read so far, indexed for matching; ``done`` once every expected event id and
+    every input read has its answer (an output or a dead letter)."""
+
+    def __init__(self, expected: Iterable[str] = ()):
+        self.inputs: dict[Coords, InputRecord] = {}
+        self.by_id: dict[str, Coords] = {}  # event id -> coordinates of its first copy
+        self.outputs: dict[Coords, OutputRecord] = {}  # source -> first output
+        self.user_outputs: dict[str, list[OutputRecord]] = {}  # in the worker's order
+        self._place: dict[Coords, int] = {}  # source -> index in user_outputs[user]
+        self.rejected: dict[Coords, str] = {}  # source -> reason
+        self.counts: Counter[str] = Counter()  # duplicates, duplicate_inputs, unreadable_*
+        self.model_versions: Counter[str] = Counter()
+        self.expected = set(expected)
+        self.missing = set(self.expected)  # expected ids not read yet
+        self.unanswered: set[Coords] = set()  # first copies read, without answer yet
+        self.answered_expected = 0
+
+    @property
+    def done(self) -> bool:
+        return not self.missing and not self.unanswered
+
+    def _answered(self, coords: Coords) -> bool:
+        return coords in self.outputs or coords in self.rejected
+
+    def _on_answer(self, coords: Coords) -> None:
+        if coords in self.unanswered:
+            self.unanswered.discard(coords)
+            rec = self.inputs[coords]
+            if rec.event_id in self.expected:
+                self.answered_expected += 1
+
+    def add_input(self, rec: InputRecord) -> None:
+        self.inputs[rec.coords] = rec
+        if rec.event_id is not None:
+            if rec.event_id in self.by_id:
+                self.counts["duplicate_inputs"] += 1  # the same event sent twice: not expected to be answered
+                return
+            self.by_id[rec.event_id] = rec.coords
+            self.missing.discard(rec.event_id)
+        self.unanswered.add(rec.coords)
+        if self._answered(rec.coords):
+            self._on_answer(rec.coords)
+
+    def add_output(self, rec: OutputRecord) -> None:
+        if rec.source in self.outputs:
+            self.counts["duplicates"] += 1
+            return
+        self.outputs[rec.source] = rec
+        self.model_versions[rec.model_version] += 1
+        mine = self.user_outputs.setdefault(rec.user_id, [])
+        self._place[rec.source] = len(mine)
+        mine.append(rec)
+        self._on_answer(rec.source)
+
+    def add_dead_letter(self, source: Coords, reason: str) -> None:
+        self.rejected.setdefault(source, reason)
+        self._on_answer(source)
+
+    def output_of(self, eid: str) -> OutputRecord | None:
+        coords = self.by_id.get(eid)
+        return None if coords is None else self.outputs.get(coords)
+
+    def shown_before(self, user: str, position: int, stats: Counter[str]) -> OutputRecord | None:
+        """The list the user had when their event at ``position`` was processed (see the module docstring)."""
+        expected = self.output_of(event_id(user, position - 1))
+        own = self.output_of(event_id(user, position))
+        if own is None:
+            stats["targets_unanswered"] += 1
+            return expected
+        i = self._place[own.source]
+        shown = self.user_outputs[user][i - 1] if i > 0 else None
+        if shown is not expected:
+            stats["order_violations"] += 1
+        return shown
+
+
+def live_ranks(log: LiveLog, sp: Split, items: Vocab) -> tuple[np.ndarray, Counter[str]]:
+    """The rank of every test target of ``sp`` in the list shown before it (MISS if none)."""
+    stats: Counter[str] = Counter()
+    ranks = np.full(len(sp.test), MISS, dtype=np.int64)
+    for n, (user, p) in enumerate(sp.test):
+        shown = log.shown_before(user, p, stats)
+        if shown is None:
+            stats["targets_without_list"] += 1
+            continue
+        target = items.index(sp.sequences[user][p].item_id)
+        ranks[n] = rank_in_list(items.indices(shown.items), np.asarray(shown.scores, dtype=np.float64), target, set())
+    return ranks, stats
+
+
+def content_mismatches(log: LiveLog, sp: Split) -> int:
+    """Inputs whose event id names an event of the data set with other content (another data set
+    replayed into these topics?) or no event at all."""
+    bad = 0
+    for eid, coords in log.by_id.items():
+        rec, parsed = log.inputs[coords], parse_event_id(eid)
+        seq = sp.sequences.get(parsed[0]) if parsed else None
+        if seq is None or parsed[1] >= len(seq):  # type: ignore[index]
+            bad += 1
+            continue
+        e = seq[parsed[1]]  # type: ignore[index]
+        if (e.user_id, e.item_id, e.ts) != (rec.user_id, rec.item_id, rec.ts):
+            bad += 1
+    return bad
+
+
+def latency_stats(latencies_ms: Iterable[float]) -> dict[str, float | int]:
+    """p50/p95/p99 (numpy linear interpolation), max and mean of latencies in ms."""
+    v = np.asarray(list(latencies_ms), dtype=np.float64)
+    if v.size == 0:
+        return {"n": 0}
+    out: dict[str, float | int] = {"n": int(v.size)}
+    for q, x in zip(PERCENTILES, np.percentile(v, PERCENTILES)):
+        out[f"p{q}"] = float(x)
+    out["max"] = float(v.max())
+    out["mean"] = float(v.mean())
+    return out
+
+
+def latencies(log: LiveLog) -> list[int]:
+    """Per scored output: its record timestamp minus its input's record timestamp (ms)."""
+    return [o.timestamp - log.inputs[o.source].timestamp for o in log.outputs.values() if o.source in log.inputs]
+
+
+def throughput(log: LiveLog) -> dict[str, object]:
+    """Events/s from the first input that got an answer to the last output, and per second."""
+    answered = [log.inputs[s].timestamp for s in log.outputs if s in log.inputs]
+    if not answered:
+        return {"events_per_s": 0.0, "seconds": 0.0, "outputs": 0}
+    first = min(answered)
+    ts = np.array([o.timestamp for o in log.outputs.values()], dtype=np.int64)
+    last = int(ts.max())
+    seconds = max(last - first, 1) / 1000.0
+    per_second = np.bincount(np.maximum(ts - first, 0) // 1000).tolist()
+    return {"events_per_s": len(ts) / seconds, "seconds": seconds, "outputs": int(len(ts)),
+            "first_input_ts": first, "last_output_ts": last, "per_second": per_second}
+
+
+def hit_rate_over_time(ranks: np.ndarray, target_ts: np.ndarray, k: int = 10, bins: int = 20) -> list[dict]:
+    """HR@k of the targets in equal slices of event time (data time, not wall-clock)."""
+    if len(ranks) == 0:
+        return []
+    lo, hi = int(target_ts.min()), int(target_ts.max()) + 1
+    edges = np.linspace(lo, hi, bins + 1)
+    which = np.clip(np.searchsorted(edges, target_ts, side="right") - 1, 0, bins - 1)
+    out = []
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            out.append({"from_ts": int(edges[b]), "to_ts": int(edges[b + 1]), "targets": int(sel.sum()),
+                        f"HR@{k}": float((ranks[sel] <= k).mean())})
+    return out
+
+
+def build_report(log: LiveLog, sp: Split, items: Vocab, k: int, model_version: str | None = None) -> dict:
+    """Metrics and counts of a live run (see the module docstring); ``k`` = the bundle's list size."""
+    ks = tuple(x for x in (10, 20) if x <= k)
+    ranks, stats = live_ranks(log, sp, items)
+    lat = latencies(log)
+    target_ts = np.array([sp.sequences[u][p].ts for u, p in sp.test], dtype=np.int64)
+    other = {v: n for v, n in log.model_versions.items() if model_version is not None and v != model_version}
+    counts = {"targets": len(sp.test), "inputs": len(log.inputs), "recommendations": len(log.outputs),
+              "duplicates": log.counts["duplicates"], "duplicate_inputs": log.counts["duplicate_inputs"],
+              "rejected": len(log.rejected),
+              "unreadable": sum(v for c, v in log.counts.items() if c.startswith("unreadable")),
+              "expected_not_read": len(log.missing), "inputs_unanswered": len(log.unanswered),
+              "content_mismatches": content_mismatches(log, sp), "outputs_of_other_models": sum(other.values()),
+              **{key: stats[key] for key in ("order_violations", "targets_unanswered", "targets_without_list")}}
+    return {"metrics": summarize(ranks, None, ks), "n_targets": len(sp.test), "complete": log.done,
+            "counts": counts, "latency_ms": latency_stats(lat), "throughput": throughput(log),
+            "latency_cdf_ms": np.percentile(lat, np.arange(101)).tolist() if lat else [],
+            "hit_rate_over_time": hit_rate_over_time(ranks, target_ts), "model_versions": dict(log.model_versions),
+            "cutoff_ts": sp.cutoff_ts}
+
+
+# ---- Kafka ----------------------------------------------------------------------------------
+def collect(brokers: str, topics: Topics, log: LiveLog, timeout: float = 60.0, progress: bool = True,
+            say: Callable[[str], None] = lambda s: None) -> LiveLog:
+    """Read the four topics from the beginning into ``log`` until it is done, or nothing new came
+    for ``timeout`` seconds. Topics that do not exist yet are picked up when they appear."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+    from tqdm import tqdm
+
+    from streams.replay import ReplayError, _servers
+
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=_servers(brokers), group_id=None, enable_auto_commit=False,
+                                 isolation_level="read_committed", allow_auto_create_topics=False,
+                                 check_crcs=False,  # pure-Python CRC32C: 2/3 of the reading time
+                                 fetch_max_wait_ms=100, bootstrap_timeout_ms=10000,
+                                 client_id="streamrec-evaluate-live")
+    except KafkaError as exc:
+        raise ReplayError(f"cannot reach Kafka at {brokers} ({exc}): pass its address with --brokers "
+                          "or STREAMREC_BROKERS") from None
+    kinds = {topics.clicks: "input", topics.browses: "input", topics.output: "output", topics.dlq: "dlq"}
+    assigned: set[TopicPartition] = set()
+
+    def refresh() -> bool:
+        """Assign partitions that appeared; True once every topic has some."""
+        consumer.topics()  # refreshes the metadata
+        found = {TopicPartition(t, p) for t in kinds for p in consumer.partitions_for_topic(t) or ()}
+        new = found - assigned
+        if new:
+            keep = {tp: consumer.position(tp) for tp in assigned}
+            consumer.assign(sorted(found))
+            for tp, pos in keep.items():
+                consumer.seek(tp, pos)
+            consumer.seek_to_beginning(*new)
+            assigned.update(new)
+        return {tp.topic for tp in assigned} == set(kinds)
+
+    bar = tqdm(total=len(log.expected), desc="evaluate-live", unit="target", disable=not progress)
+    all_found, last_refresh, last_new = refresh(), time.monotonic(), time.monotonic()
+    if not all_found:
+        say(f"waiting for topics {sorted(set(kinds) - {tp.topic for tp in assigned})} to appear")
+    try:
+        while not log.done:
+            batch = consumer.poll(timeout_ms=200, max_records=20000)
+            for tp, records in batch.items():
+                kind = kinds[tp.topic]
+                for r in records:
+                    _add(log, kind, tp.topic, r)
+                last_new = time.monotonic()
+            bar.update(log.answered_expected - bar.n)
+            bar.set_postfix(outputs=len(log.outputs), unanswered=len(log.unanswered), refresh=False)
+            now = time.monotonic()
+            if now - last_new > timeout:
+                say(f"nothing new for {timeout:.0f} s: stopping with {len(log.missing)} expected events not read "
+                    f"and {len(log.unanswered)} inputs without answer")
+                break
+            if not all_found and now - last_refresh > 1.0:
+                all_found, last_refresh = refresh(), now
+    finally:
+        bar.close()
+        consumer.close()
+    return log
+
+
+def _add(log: LiveLog, kind: str, topic: str, r) -> None:
+    if kind == "input":
+        rec = parse_input((topic, r.partition, r.offset), r.timestamp, r.value)
+        if rec is None:
+            log.counts["unreadable_inputs"] += 1
+        else:
+            log.add_input(rec)
+    elif kind == "output":
+        out = parse_output(r.partition, r.offset, r.timestamp, r.value)
+        if out is None:
+            log.counts["unreadable_outputs"] += 1
+        else:
+            log.add_output(out)
+    else:
+        source = source_of(r.value)
+        if source is None:
+            log.counts["unreadable_dead_letters"] += 1
+        else:
+            reason = json.loads(r.value).get("reason", "?")
+            log.add_dead_letter(source, str(reason))

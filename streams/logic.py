@@ -1,0 +1,146 @@
+"""The per-event work of the worker, as a pure function: (states, events) -> (new states, recommendations).
+
+No Kafka and no Faust here: ``streams/app.py`` reads a user's state from the table, calls
+``process`` with one event, publishes the recommendation and assigns the new state back.
+Tests call it directly with batches.
+
+Rules (the same as offline evaluation through the bundle, ``export/bundle_eval.py``):
+- a user without a state starts from the model's initial state, with gap bucket 0;
+- the gap is the time since the newest event seen for the user; an event older than that
+  (out of order) is applied in arrival order with its gap clamped to 0 (bucket 1), and the
+  state's ``last_ts`` stays the newest time;
+- unknown items map to OOV (they step the model but never enter the seen window);
+- the seen window holds the last ``m`` distinct items, the current one included; they are
+  dropped from the graph's top-(k+m) list and the first ``k`` remaining are the recommendation;
+- an event already applied is a redelivery: state unchanged, no recommendation (``None``).
+  Two checks: its ``event_id`` is in the user's recent ids (a producer sent it twice), or its
+  ``position`` (source slot, offset) is at or before the last offset applied from that source
+  (Kafka redelivered it after a crash: at-least-once commits offsets after the state is written);
+- several events of one user in a batch are applied in order (the batch is stepped in waves:
+  wave w holds every user's w-th event).
+
+    new_states, recs = process(bundle, [table.get(u) for u in users], events)
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from export.runtime import Bundle
+from model.events import Interaction
+from model.gaps import gap_bucket
+from model.vocab import OOV
+from streams.state import RECENT_IDS, SOURCES, UserState, event_id_hash, remember
+
+#: Where an event came from: (source slot (0 clicks, 1 browses), offset in its partition).
+Position = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """The top-k list after one event: item ids (strings), best first, and their scores."""
+
+    user_id: str
+    items: tuple[str, ...]
+    scores: tuple[float, ...]
+    event_ts: int
+
+
+def initial_state(bundle: Bundle) -> UserState:
+    """The state of a user before any event: the model's initial h and c, empty windows."""
+    h, c = bundle.init_state(1)
+    return UserState(h=h[:, 0, :], c=c[:, 0, :], last_ts=0, count=0, m=bundle.manifest.m)
+
+
+def top_k(items: np.ndarray, scores: np.ndarray, seen: Sequence[int], k: int) -> tuple[list[int], list[float]]:
+    """The first ``k`` entries of a best-first list that are not in ``seen``."""
+    skip = set(seen)
+    keep = [j for j, item in enumerate(items.tolist()) if item not in skip][:k]
+    return [int(items[j]) for j in keep], [float(scores[j]) for j in keep]
+
+
+def _waves(events: Sequence[Interaction]) -> list[list[int]]:
+    """Indices of ``events`` grouped so that wave w holds each user's w-th event (in batch order)."""
+    seen: dict[str, int] = {}
+    waves: list[list[int]] = []
+    for i, e in enumerate(events):
+        w = seen.get(e.user_id, 0)
+        seen[e.user_id] = w + 1
+        if w == len(waves):
+            waves.append([])
+        waves[w].append(i)
+    return waves
+
+
+def is_redelivery(state: UserState | None, event_id: str | None, position: Position | None) -> bool:
+    """Whether the user's state already includes this event (see the module docstring)."""
+    if state is None:
+        return False
+    if event_id is not None and event_id_hash(event_id) in state.recent_ids:
+        return True
+    return position is not None and position[1] <= state.offsets[position[0]]
+
+
+def process(bundle: Bundle, states: Sequence[UserState | None], events: Sequence[Interaction], *,
+            event_ids: Sequence[str | None] | None = None, positions: Sequence[Position | None] | None = None,
+            k: int | None = None) -> tuple[list[UserState], list[Recommendation | None]]:
+    """Apply ``events`` in order; ``states[i]`` is the stored state of ``events[i].user_id`` (or None).
+
+    A user appearing several times is read from the state given with their first event (the
+    later entries are ignored: within a batch the user's state is carried from event to event).
+    Returns the user's state after each event and each event's recommendation (None for a
+    redelivered event id). Inputs are never modified.
+    """
+    if len(states) != len(events):
+        raise ValueError(f"{len(states)} states for {len(events)} events")
+    ids = list(event_ids) if event_ids is not None else [None] * len(events)
+    where = list(positions) if positions is not None else [None] * len(events)
+    if len(ids) != len(events) or len(where) != len(events):
+        raise ValueError("event_ids and positions must have one entry per event")
+    if any(p is not None and not 0 <= p[0] < SOURCES for p in where):
+        raise ValueError(f"a position's source slot must be in [0, {SOURCES})")
+    k = bundle.k if k is None else k
+    m, n_buckets = bundle.manifest.m, bundle.manifest.n_gap_buckets
+    current: dict[str, UserState | None] = {}
+    for state, event in zip(states, events):
+        current.setdefault(event.user_id, state)
+    new_states: list[UserState | None] = [None] * len(events)
+    recs: list[Recommendation | None] = [None] * len(events)
+    blank = initial_state(bundle)
+
+    for wave in _waves(events):
+        active = []
+        for i in wave:
+            state = current[events[i].user_id]
+            if is_redelivery(state, ids[i], where[i]):
+                new_states[i] = state  # nothing changes, nothing is emitted
+            else:
+                active.append(i)
+        if not active:
+            continue
+        before = [current[events[i].user_id] for i in active]
+        item = bundle.items.indices(events[i].item_id for i in active)
+        etype = bundle.types.indices(events[i].event_type for i in active)
+        gap = np.array([gap_bucket(None if s is None else events[i].ts - s.last_ts, n_buckets)
+                        for i, s in zip(active, before)], dtype=np.int64)
+        starts = [s if s is not None else blank for s in before]
+        h = np.stack([s.h for s in starts], axis=1)
+        c = np.stack([s.c for s in starts], axis=1)
+        out = bundle.step(item, etype, gap, h, c)
+        for j, (i, s) in enumerate(zip(active, starts)):
+            e = events[i]
+            seen = remember(s.seen, int(item[j]), m) if item[j] > OOV else s.seen
+            top, scores = top_k(out.top_items[j], out.top_scores[j], seen, k)
+            recent = s.recent_ids if ids[i] is None else remember(s.recent_ids, event_id_hash(ids[i]), RECENT_IDS)
+            offsets = s.offsets
+            if where[i] is not None:
+                slot, offset = where[i]
+                offsets = offsets[:slot] + (max(offsets[slot], offset),) + offsets[slot + 1:]
+            new = UserState(h=out.h[:, j, :].copy(), c=out.c[:, j, :].copy(), last_ts=max(s.last_ts, e.ts),
+                            count=s.count + 1, m=m, seen=seen, top_items=tuple(top),
+                            top_scores=np.array(scores, np.float32), recent_ids=recent, offsets=offsets)
+            current[e.user_id] = new_states[i] = new
+            recs[i] = Recommendation(e.user_id, tuple(bundle.items.token(t) for t in top), tuple(scores), e.ts)
+    return new_states, recs  # type: ignore[return-value]  # every slot was filled above

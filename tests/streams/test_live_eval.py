@@ -1,0 +1,320 @@
+"""streams.live_eval: matching, scoring and statistics without Kafka; then the proof against the real
+broker and a real worker subprocess: replay (strict order) -> worker -> evaluate-live gives the same
+targets, HR@10 and NDCG@10 as ``streamrec evaluate --bundle --protocol temporal``, on synthetic
+click+browse data and on ml-100k."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.bundle_eval import evaluate_bundle
+from export.runtime import Bundle
+from model.events import Interaction
+from model.metrics import MISS
+from model.prepare import prepare
+from model.splits import split
+from model.synth import CSV_COLUMNS, write_csv
+from streams.broker import free_port
+from streams.live_eval import (
+    InputRecord,
+    LiveLog,
+    OutputRecord,
+    build_report,
+    hit_rate_over_time,
+    latency_stats,
+    live_ranks,
+    parse_input,
+    parse_output,
+)
+from streams.logic import process
+from streams.replay import Topics, encode_event, event_id, timestamp_order
+from tests.factories import small_events
+
+REPO = Path(__file__).resolve().parents[2]
+TOPICS = Topics()
+
+
+# ---- a worker without Kafka: streams.logic.process, one event at a time -------------------------
+def simulate(bundle: Bundle, events: list[Interaction], order: list[int] | None = None, partitions: int = 4,
+             duplicate_every: int = 0) -> LiveLog:
+    """What the topics would hold after a replay of ``events`` (in timestamp order) through a worker
+    applying them in ``order`` (indices into the replay; default: as sent): inputs with their
+    coordinates and produce times, outputs with their ``source``. Every ``duplicate_every``-th
+    output is published twice (an at-least-once redelivery)."""
+    sent = timestamp_order(events)
+    offsets: Counter[tuple[str, int]] = Counter()
+    inputs = []
+    for n, (e, index) in enumerate(sent):
+        topic = TOPICS.for_type(e.event_type)
+        part = hash(e.user_id) % partitions
+        coords = (topic, part, offsets[(topic, part)])
+        offsets[(topic, part)] += 1
+        inputs.append(parse_input(coords, 1_000 + n, encode_event(e, event_id(e.user_id, index))))
+    states: dict = {}
+    out_offsets: Counter[int] = Counter()
+    log = LiveLog(event_id(u, p) for u, p in split(events, "temporal").test)
+    for rec in inputs:
+        log.add_input(rec)
+    for n, i in enumerate(order if order is not None else range(len(sent))):
+        e, rec = sent[i][0], inputs[i]
+        (states[e.user_id],), (r,) = process(bundle, [states.get(e.user_id)], [e])
+        part = hash(e.user_id) % partitions
+        out = OutputRecord(part, out_offsets[part], 2_000 + 3 * n, e.user_id, r.items, r.scores, bundle.version,
+                           rec.coords)
+        out_offsets[part] += 1
+        log.add_output(out)
+        if duplicate_every and n % duplicate_every == 0:
+            log.add_output(out)
+    return log
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> list[Interaction]:
+    return small_events()  # what the session bundle (tests/streams/conftest.py) was trained on
+
+
+def offline(bundle: Bundle, events: list[Interaction]) -> dict:
+    p = prepare(events, "temporal", items=bundle.items, types=bundle.types, window=bundle.manifest.m)
+    return evaluate_bundle(bundle, p.encoded, p.test)
+
+
+def test_live_scoring_of_the_worker_logic_equals_offline_bundle_evaluation(bundle, synthetic):
+    log = simulate(bundle, synthetic, duplicate_every=97)
+    report = build_report(log, split(synthetic, "temporal"), bundle.items, bundle.k, bundle.version)
+    ref = offline(bundle, synthetic)
+    assert report["n_targets"] == ref["n_targets"] > 500
+    for key in ("HR@10", "NDCG@10", "MRR@10"):
+        assert report["metrics"][key] == pytest.approx(ref[key], abs=1e-12), key
+    assert 0 < report["metrics"]["HR@10"] < 1
+    c = report["counts"]
+    assert report["complete"] and c["recommendations"] == c["inputs"] == len(synthetic)
+    assert c["duplicates"] == len(range(0, len(synthetic), 97))  # counted, scored once
+    assert c["order_violations"] == c["targets_without_list"] == c["content_mismatches"] == 0
+    assert report["latency_ms"]["n"] == len(synthetic)
+
+
+def test_an_order_the_worker_got_wrong_is_seen_and_scored_as_it_happened(bundle, synthetic):
+    sent = timestamp_order(synthetic)
+    sp = split(synthetic, "temporal")
+    first = {event_id(u, p) for u, p in sp.test[:40]}
+    order = list(range(len(sent)))
+    swapped = 0
+    for n in range(len(order) - 1):  # a target event overtakes the user's previous one
+        e, i = sent[order[n + 1]]
+        if event_id(e.user_id, i) in first and sent[order[n]][0].user_id == e.user_id:
+            order[n], order[n + 1] = order[n + 1], order[n]
+            swapped += 1
+    assert swapped > 0
+    log = simulate(bundle, synthetic, order)
+    ranks, stats = live_ranks(log, sp, bundle.items)
+    assert stats["order_violations"] > 0
+    assert len(ranks) == len(sp.test)
+
+
+def record(coords, user, idx, item="i", ts=0, produced=0):
+    return InputRecord(coords, produced, user, item, "click", ts, event_id(user, idx))
+
+
+def out(src, user, offset, items=("a", "b"), scores=(2.0, 1.0), ts=0):
+    return OutputRecord(0, offset, ts, user, items, scores, "v1", src)
+
+
+def test_matching_by_coordinates_done_duplicates_and_dead_letters():
+    log = LiveLog({"u:1"})
+    assert not log.done
+    log.add_output(out(("c", 0, 0), "u", 0))  # an output may be read before its input
+    log.add_input(record(("c", 0, 0), "u", 0))
+    assert not log.done and log.missing == {"u:1"}
+    log.add_input(record(("c", 0, 1), "u", 1))
+    log.add_input(record(("c", 0, 2), "u", 1))  # the same event sent twice: not expected to be answered
+    assert log.counts["duplicate_inputs"] == 1 and not log.done
+    log.add_input(record(("b", 0, 0), "v", 0))
+    log.add_dead_letter(("b", 0, 0), "bad_ts")
+    log.add_output(out(("c", 0, 1), "u", 1))
+    log.add_output(out(("c", 0, 1), "u", 2))  # redelivered: counted, not scored
+    assert log.done and log.answered_expected == 1 and log.counts["duplicates"] == 1
+    assert log.output_of("u:1").offset == 1 and log.user_outputs["u"][-1].offset == 1
+    stats = Counter()
+    assert log.shown_before("u", 1, stats).source == ("c", 0, 0) and not stats
+
+
+def test_ranks_in_the_shown_list_strict_above_ties_oov_and_missing_lists():
+    from model.vocab import Vocab
+
+    items = Vocab(["a", "b", "c", "x"])
+    events = [Interaction("u", "a", "click", t) for t in range(10)] + [
+        Interaction("u", "b", "click", 100), Interaction("u", "zz", "click", 101),  # zz: out of vocabulary
+        Interaction("w", "a", "click", 1), Interaction("w", "c", "click", 102)]
+    sp = split(events, "temporal")
+    assert [(u, p) for u, p in sp.test] == [("u", 11), ("w", 1)]
+    log = LiveLog()
+    for user, seq in sp.sequences.items():
+        for i, e in enumerate(seq):
+            log.add_input(record((user, 0, i), user, i, e.item_id, e.ts))
+    # u's list before its target (position 11) is the output of position 10; w has no output at all
+    log.add_output(out(("u", 0, 10), "u", 0, items=("c", "b", "x"), scores=(3.0, 1.0, 1.0)))
+    log.add_output(out(("u", 0, 11), "u", 1, items=("b",), scores=(1.0,)))
+    ranks, stats = live_ranks(log, sp, items)
+    assert ranks.tolist() == [MISS, MISS]  # position 11 is "zz" (OOV) ...
+    events[11] = Interaction("u", "b", "click", 101)  # ... make it "b": tied with "x", below "c"
+    sp = split(events, "temporal")
+    ranks, stats = live_ranks(log, sp, items)
+    assert ranks.tolist() == [2, MISS]
+    assert stats["targets_without_list"] == 1 and stats["targets_unanswered"] == 1
+
+
+def test_percentiles_hit_rate_over_time_and_parsing():
+    v = np.arange(1, 101)
+    s = latency_stats(v)
+    assert [s[k] for k in ("p50", "p95", "p99", "max", "n")] == pytest.approx([50.5, 95.05, 99.01, 100.0, 100])
+    assert latency_stats([]) == {"n": 0}
+    bins = hit_rate_over_time(np.array([1, MISS, 3, 30]), np.array([0, 1, 10, 11]), k=10, bins=2)
+    assert [(b["targets"], b["HR@10"]) for b in bins] == [(2, 0.5), (2, 0.5)]
+    assert parse_input(("t", 0, 0), 5, b"{}") is None and parse_output(0, 0, 0, b"[]") is None
+    o = parse_output(1, 2, 3, b'{"user_id":"u","items":["a"],"scores":[0.5],"model_version":"m",'
+                              b'"source":{"topic":"c","partition":0,"offset":7},"event_ts":1,"emitted_ts":2}')
+    assert o == OutputRecord(1, 2, 3, "u", ("a",), (0.5,), "m", ("c", 0, 7))
+
+
+# ---- end to end: real broker, real worker ---------------------------------------------------------
+def streamrec(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=clean_env())
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")} | {"PYTHONUNBUFFERED": "1"}
+
+
+class Worker:
+    """``streamrec worker`` in a subprocess with its own topics, app id, data dir and port."""
+
+    def __init__(self, broker: str, bundle_dir: Path, topics: Topics, data_dir: Path, partitions: int = 4):
+        self.port = free_port()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.log = data_dir / "worker.log"
+        args = ["worker", "--bundle", bundle_dir, "--brokers", broker, "--clicks-topic", topics.clicks,
+                "--browses-topic", topics.browses, "--output-topic", topics.output, "--dlq-topic", topics.dlq,
+                "--partitions", partitions, "--data-dir", data_dir, "--web-host", "127.0.0.1",
+                "--web-port", self.port, "--app-id", f"{topics.clicks}-app", "--log-level", "info"]
+        with open(self.log, "wb") as f:
+            self.proc = subprocess.Popen([sys.executable, "-m", "cli.main", *map(str, args)], stdout=f,
+                                         stderr=subprocess.STDOUT, cwd=data_dir, env=clean_env())
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as r:
+            return json.loads(r.read())
+
+    def tail(self) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"worker exited with {self.proc.returncode}:\n{self.tail()}"
+            try:
+                if self.health()["bundle_loaded"]:
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"worker not ready after {timeout} s:\n{self.tail()}")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def live_versus_offline(broker: str, bundle_dir: Path, data_flags: list, tmp_path: Path, n_events: int,
+                        idle_timeout: float) -> tuple[dict, dict, dict]:
+    """Worker up -> replay (strict, max speed) -> evaluate-live (while the worker still works) -> worker
+    down -> evaluate offline. Returns (replay summary, live report, offline figures)."""
+    tag = uuid.uuid4().hex[:8]
+    topics = Topics(f"l{tag}-clicks", f"l{tag}-browses", f"l{tag}-recs", f"l{tag}-dlq")
+    kafka = ["--brokers", broker, "--clicks-topic", topics.clicks, "--browses-topic", topics.browses,
+             "--output-topic", topics.output, "--dlq-topic", topics.dlq]
+    worker = Worker(broker, bundle_dir, topics, tmp_path / "worker")
+    try:
+        worker.wait_ready()
+        rep = streamrec("replay", *data_flags, *kafka, "--order", "strict", "--max-speed", "--json", "--no-progress")
+        assert rep.returncode == 0, rep.stderr[-3000:] + worker.tail()
+        live = streamrec("evaluate-live", *data_flags, *kafka, "--bundle", bundle_dir, "--json", "--no-progress",
+                         "--timeout", idle_timeout, "--plots", tmp_path / "plots", "--report", tmp_path / "live.json")
+        assert live.returncode == 0, live.stderr[-3000:] + worker.tail()
+        assert worker.health()["counts"].get("processed") == n_events
+    finally:
+        worker.stop()
+    off = streamrec("evaluate", "--bundle", bundle_dir, *data_flags, "--protocol", "temporal", "--json",
+                    "--no-baselines")
+    assert off.returncode == 0, off.stderr
+    report = json.loads(live.stdout)
+    assert json.loads((tmp_path / "live.json").read_text())["metrics"] == report["metrics"]
+    return json.loads(rep.stdout), report, json.loads(off.stdout)
+
+
+def check_equal(summary: dict, report: dict, ref: dict, n_events: int) -> None:
+    assert summary["sent"] == summary["events"] == n_events and summary["failures"] == 0
+    assert summary["order_timeouts"] == 0
+    c = report["counts"]
+    assert report["complete"], c
+    assert c["inputs"] == c["recommendations"] == n_events
+    assert c["order_violations"] == c["targets_without_list"] == c["targets_unanswered"] == 0
+    assert c["content_mismatches"] == c["rejected"] == c["outputs_of_other_models"] == 0
+    assert report["n_targets"] == ref["n_targets"] > 0
+    for key in ("HR@10", "NDCG@10", "MRR@10"):
+        assert report["metrics"][key] == pytest.approx(ref["model"][key], abs=5e-5), key
+    lat, tp = report["latency_ms"], report["throughput"]
+    assert lat["n"] == n_events and 0 <= lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert tp["events_per_s"] > 0 and sum(tp["per_second"]) == n_events
+    for name in report["plots"]:
+        assert Path(name).stat().st_size > 5000, name
+    print(f"\n[live-eval] replay {summary['rate']:.0f} ev/s ({summary['held']} held); end to end "
+          f"{tp['events_per_s']:.0f} ev/s over {tp['seconds']:.1f} s; latency ms p50 {lat['p50']:.0f} "
+          f"p95 {lat['p95']:.0f} p99 {lat['p99']:.0f} max {lat['max']:.0f}; targets {report['n_targets']}; "
+          f"live HR@10 {report['metrics']['HR@10']:.4f} NDCG@10 {report['metrics']['NDCG@10']:.4f} | offline "
+          f"HR@10 {ref['model']['HR@10']:.4f} NDCG@10 {ref['model']['NDCG@10']:.4f}")
+
+
+def test_live_equals_offline_on_synthetic_clicks_and_browses(kafka_broker, bundle_dir, synthetic, tmp_path):
+    assert {e.event_type for e in synthetic} == {"click", "browse"}
+    data = write_csv(synthetic, tmp_path / "events.csv")
+    flags = ["--data", data, "--format", "csv", "--columns", CSV_COLUMNS]
+    summary, report, ref = live_versus_offline(kafka_broker.bootstrap, bundle_dir, flags, tmp_path,
+                                               len(synthetic), idle_timeout=60)
+    assert summary["held"] > 0  # the browse/click switches did wait for the worker
+    check_equal(summary, report, ref, len(synthetic))
+
+
+def test_live_equals_offline_on_ml_100k(kafka_broker, shared_data, tmp_path):
+    from export.onnx_export import export_bundle
+    from model.data import load
+    from tests.factories import train_small
+
+    path = shared_data / "ml-100k" / "ml-100k.inter"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    events = load(path, "recbole")
+    ckpt, _ = train_small(events, "temporal", epochs=2, dim=32, hidden=32)
+    bundle_dir = tmp_path / "bundle"
+    export_bundle(ckpt, bundle_dir, k=20, m=50)
+    flags = ["--data", path, "--format", "recbole"]
+    summary, report, ref = live_versus_offline(kafka_broker.bootstrap, bundle_dir, flags, tmp_path, len(events),
+                                               idle_timeout=120)
+    check_equal(summary, report, ref, len(events))
+    for key in ("HR@20", "NDCG@20"):
+        assert report["metrics"][key] == pytest.approx(ref["model"][key], abs=5e-5), key

@@ -1,0 +1,156 @@
+"""streams.logic.process against the bundle stepped by hand (``by_hand`` in conftest.py), no Kafka."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pytest
+
+from export.runtime import Bundle
+from model.events import Interaction, by_user
+from model.gaps import gap_bucket
+from streams.logic import Recommendation, initial_state, process
+from streams.state import UserState
+from tests.factories import small_events
+
+ATOL = 1e-5
+
+
+def _one_by_one(bundle: Bundle, events: Sequence[Interaction], **kw: object
+                ) -> tuple[list[UserState], list[Recommendation | None]]:
+    """``process`` called with one event at a time, the state carried by the caller (as the worker does)."""
+    stored: dict[str, UserState] = {}
+    states, recs = [], []
+    for i, e in enumerate(events):
+        extra = {name: [values[i]] for name, values in kw.items()}  # type: ignore[index]
+        (state,), (rec,) = process(bundle, [stored.get(e.user_id)], [e], **extra)  # type: ignore[arg-type]
+        stored[e.user_id] = state
+        states.append(state)
+        recs.append(rec)
+    return states, recs
+
+
+def _assert_matches(rec: Recommendation | None, items: list[str], scores: list[float]) -> None:
+    assert rec is not None
+    assert list(rec.items) == items
+    np.testing.assert_allclose(rec.scores, scores, atol=ATOL, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def histories() -> dict[str, list[Interaction]]:
+    groups = by_user(small_events(users=40, items=120, seed=3))
+    return {u: seq[:25] for u, seq in list(groups.items())[:30]}
+
+
+def test_one_user_equals_stepping_the_bundle_by_hand(bundle: Bundle, histories: dict[str, list[Interaction]],
+                                                     by_hand: Callable) -> None:
+    events = max(histories.values(), key=len)
+    states, recs = _one_by_one(bundle, events)
+    ref = by_hand(bundle, events)
+    assert len(events) >= 10
+    for state, rec, step, e in zip(states, recs, ref, events):
+        _assert_matches(rec, step.items, step.scores)
+        assert len(rec.items) == bundle.k and rec.event_ts == e.ts and rec.user_id == e.user_id  # type: ignore[union-attr]
+        np.testing.assert_allclose(state.h, step.h, atol=ATOL, rtol=0)
+        np.testing.assert_allclose(state.c, step.c, atol=ATOL, rtol=0)
+        assert list(state.seen) == step.seen and state.last_ts == step.last_ts
+    assert states[-1].count == len(events)
+
+
+def test_a_batch_of_many_users_equals_one_by_one(bundle: Bundle, histories: dict[str, list[Interaction]]) -> None:
+    # Interleave users round-robin so that every call steps a batch with several events per user.
+    events = [e for t in range(25) for seq in histories.values() if t < len(seq) for e in seq[t:t + 1]]
+    alone_states, alone_recs = _one_by_one(bundle, events)
+    for size in (len(events), 97):  # the whole stream at once, and chunks (states carried between calls)
+        stored: dict[str, UserState] = {}
+        for a in range(0, len(events), size):
+            chunk = events[a:a + size]
+            new, recs = process(bundle, [stored.get(e.user_id) for e in chunk], chunk)
+            for i, (e, state, rec) in enumerate(zip(chunk, new, recs)):
+                expected = alone_recs[a + i]
+                _assert_matches(rec, list(expected.items), list(expected.scores))  # type: ignore[union-attr]
+                np.testing.assert_allclose(state.h, alone_states[a + i].h, atol=ATOL, rtol=0)
+                stored[e.user_id] = state
+        assert {u: s.count for u, s in stored.items()} == {u: len(seq) for u, seq in histories.items()}
+
+
+def test_an_older_event_is_applied_in_arrival_order_with_gap_zero(bundle: Bundle) -> None:
+    t = 1_700_000_000_000
+    events = [Interaction("u", "i3", "browse", t), Interaction("u", "i5", "click", t - 60_000),
+              Interaction("u", "i7", "browse", t + 5_000)]
+    states, recs = _one_by_one(bundle, events)
+    assert [s.last_ts for s in states] == [t, t, t + 5_000]  # the newest time stays
+    # by hand, with the gaps spelled out: first event, clamped to 0, 5 s after the newest
+    gaps = [0, gap_bucket(0), gap_bucket(5_000)]
+    assert gaps == [0, 1, 5]
+    h, c = bundle.init_state(1)
+    seen: list[int] = []
+    for e, gap, state, rec in zip(events, gaps, states, recs):
+        item = bundle.items.index(e.item_id)
+        r = bundle.step(np.array([item]), np.array([bundle.types.index(e.event_type)]), np.array([gap]), h, c)
+        h, c = r.h, r.c
+        seen.append(item)
+        expected = [bundle.items.token(i) for i in r.top_items[0].tolist() if i not in seen][: bundle.k]
+        assert rec is not None and list(rec.items) == expected
+        np.testing.assert_allclose(state.h, h[:, 0], atol=ATOL, rtol=0)
+
+
+def test_unknown_items_step_as_oov_and_stay_out_of_the_window(bundle: Bundle, by_hand: Callable) -> None:
+    t = 1_700_000_000_000
+    events = [Interaction("u", "i3", "browse", t), Interaction("u", "no-such-item", "browse", t + 1_000)]
+    assert "no-such-item" not in bundle.items
+    states, recs = _one_by_one(bundle, events)
+    ref = by_hand(bundle, events)
+    _assert_matches(recs[1], ref[1].items, ref[1].scores)
+    assert states[1].seen == states[0].seen == (bundle.items.index("i3"),)
+    h0, c0 = bundle.init_state(1)
+    r = bundle.step(np.array([bundle.items.index("i3")]), np.array([bundle.types.index("browse")]), np.array([0]), h0, c0)
+    r = bundle.step(np.array([1]), np.array([bundle.types.index("browse")]), np.array([gap_bucket(1_000)]), r.h, r.c)
+    np.testing.assert_allclose(states[1].h, r.h[:, 0], atol=ATOL, rtol=0)
+
+
+def test_seen_window_is_bounded_and_never_recommended(bundle: Bundle, by_hand: Callable) -> None:
+    m, t = bundle.manifest.m, 1_700_000_000_000
+    known = bundle.items.ids[: m + 15]
+    events = [Interaction("u", item, "browse", t + 1_000 * n) for n, item in enumerate(known)]
+    states, recs = _one_by_one(bundle, events)
+    for n, (state, rec) in enumerate(zip(states, recs)):
+        window = [bundle.items.index(i) for i in known[max(0, n + 1 - m): n + 1]]
+        assert list(state.seen) == window and len(state.seen) <= m
+        assert rec is not None and not set(rec.items) & set(known[max(0, n + 1 - m): n + 1])
+        assert len(rec.items) == bundle.k
+    ref = by_hand(bundle, events)
+    _assert_matches(recs[-1], ref[-1].items, ref[-1].scores)
+
+
+def test_redeliveries_change_nothing_and_emit_nothing(bundle: Bundle) -> None:
+    t = 1_700_000_000_000
+    a, b = Interaction("u", "i3", "browse", t), Interaction("u", "i4", "click", t + 1)
+    (s1,), _ = process(bundle, [None], [a], event_ids=["e1"], positions=[(0, 10)])
+    # the same event id again (a producer retry, new offset), and the same offset again (a Kafka replay)
+    new, recs = process(bundle, [s1, s1], [a, a], event_ids=["e1", None], positions=[(0, 11), (0, 10)])
+    assert recs == [None, None] and new[0] is s1 and new[1] is s1
+    # an event from the other topic with a lower offset is new
+    (s2,), (rec,) = process(bundle, [s1], [b], event_ids=[None], positions=[(1, 3)])
+    assert rec is not None and s2.offsets == (10, 3) and s2.count == 2
+
+
+def test_inputs_are_never_modified(bundle: Bundle) -> None:
+    e = Interaction("u", "i3", "browse", 1_700_000_000_000)
+    (s1,), _ = process(bundle, [None], [e])
+    before = s1.pack()
+    (s2,), _ = process(bundle, [s1], [Interaction("u", "i4", "browse", e.ts + 10)])
+    assert s1.pack() == before and s2 is not s1 and s2.count == 2
+    assert not s2.h.flags.writeable
+    blank = initial_state(bundle)
+    assert blank.count == 0 and not blank.h.any() and blank.h.shape == (bundle.manifest.layers, bundle.manifest.hidden)
+
+
+def test_k_override_and_bad_arguments(bundle: Bundle) -> None:
+    e = Interaction("u", "i3", "browse", 1_700_000_000_000)
+    (_,), (rec,) = process(bundle, [None], [e], k=3)
+    assert rec is not None and len(rec.items) == 3
+    with pytest.raises(ValueError, match="2 states for 1 events"):
+        process(bundle, [None, None], [e])
+    with pytest.raises(ValueError, match="source slot"):
+        process(bundle, [None], [e], positions=[(2, 0)])
