@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--first-order-dim", type=int, default=0, metavar="N",
                    help="first-order term through separate in/out item tables of size N (FPMC-style); "
                         "0 maps the current item's own embedding instead (default 0)")
+    m.add_argument("--transitions", type=int, default=0, metavar="N",
+                   help="add a transition-count prior: each item's N most frequent successors in the "
+                        "training data, weighted by learned scalars (0 = off; default 0)")
     m.add_argument("--no-item-bias", action="store_true", help="ablation: drop the per-item output bias")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=d.epochs, help=f"maximum epochs (default {d.epochs})")
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                       threads=args.threads, time_budget_s=args.time_budget)
     model_kw = dict(dim=args.dim, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
                     first_order=not args.no_first_order, first_order_dim=args.first_order_dim,
-                    item_bias=not args.no_item_bias)
+                    item_bias=not args.no_item_bias, transitions=args.transitions)
     info = {"name": os.path.basename(os.path.normpath(args.data)).split(".")[0], "path": str(args.data),
             "format": args.fmt}
     doc = train(events, args.protocol, args.out, model_kw, cfg, info, with_baselines=not args.no_baselines)

@@ -34,6 +34,8 @@ class LSTMConfig:
     # of the tied item embeddings; > 0: separate in/out tables of this size (a factorized
     # transition matrix, as in FPMC), scored beside the recurrent term
     item_bias: bool = True
+    transitions: int = 0  # > 0: a transition-count prior over each item's top-N successors in
+    # the training data (N = this), weighted by learned scalars and added to the scores
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,6 +64,11 @@ class LSTMRecommender(nn.Module):
             nn.init.normal_(self.fo_out.weight, std=0.05)
         self.norm = nn.LayerNorm(cfg.dim)
         self.bias = nn.Parameter(torch.zeros(cfg.n_items)) if cfg.item_bias else None
+        if cfg.transitions > 0:
+            # successor ids and counts per item (PAD-padded), filled by set_transitions()
+            self.register_buffer("succ_idx", torch.zeros(cfg.n_items, cfg.transitions, dtype=torch.int64))
+            self.register_buffer("succ_cnt", torch.zeros(cfg.n_items, cfg.transitions))
+            self.trans_w = nn.Parameter(torch.tensor([0.5, 0.5]))  # weights of log1p(count), [count > 0]
         nn.init.normal_(self.item_emb.weight, std=0.05)
         nn.init.normal_(self.type_emb.weight, std=0.05)
         nn.init.normal_(self.gap_emb.weight, std=0.05)
@@ -95,10 +102,22 @@ class LSTMRecommender(nn.Module):
             return self.item_emb.weight
         return torch.cat([self.item_emb.weight, self.fo_out.weight], dim=1)
 
-    def score(self, q: Tensor) -> Tensor:
-        """Whole-catalog scores for query vectors [..., q] -> [..., n_items]."""
+    def set_transitions(self, succ_idx: Tensor, succ_cnt: Tensor) -> None:
+        self.succ_idx.copy_(succ_idx)
+        self.succ_cnt.copy_(succ_cnt)
+
+    def transition_prior(self, cnt: Tensor) -> Tensor:
+        return self.trans_w[0] * torch.log1p(cnt) + self.trans_w[1] * (cnt > 0).to(cnt.dtype)
+
+    def score(self, q: Tensor, items: Tensor) -> Tensor:
+        """Whole-catalog scores [..., n_items] for query vectors [..., q] computed after the
+        events ``items`` [...] (the current items feed the transition prior)."""
         s = q @ self.output_table().t()
-        return s + self.bias if self.bias is not None else s
+        if self.bias is not None:
+            s = s + self.bias
+        if self.cfg.transitions > 0:
+            s = s.scatter_add(-1, self.succ_idx[items], self.transition_prior(self.succ_cnt[items]))
+        return s
 
     # ---- training / offline --------------------------------------------------------------
     def encode(self, items: Tensor, types: Tensor, gaps: Tensor,
@@ -113,7 +132,7 @@ class LSTMRecommender(nn.Module):
     def forward(self, items: Tensor, types: Tensor, gaps: Tensor,
                 state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         q, state = self.encode(items, types, gaps, state)
-        return self.score(q), state
+        return self.score(q, items), state
 
     # ---- serving: one event per row ------------------------------------------------------
     def step(self, item: Tensor, etype: Tensor, gap: Tensor, h: Tensor, c: Tensor
@@ -137,4 +156,4 @@ class LSTMRecommender(nn.Module):
             cs.append(c_new)
             x = h_new
         h_out, c_out = torch.stack(hs), torch.stack(cs)
-        return h_out, c_out, self.score(self.query(x, item))
+        return h_out, c_out, self.score(self.query(x, item), item)

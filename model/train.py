@@ -54,6 +54,8 @@ def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Op
             n = int((target != 0).sum())
             if n == 0:
                 break
+            if model.cfg.transitions > 0:
+                scores = _leave_one_out(model, scores, items[:, a:b], target)
             loss = loss_fn(scores.reshape(-1, scores.shape[-1]), target.reshape(-1))
             opt.zero_grad(set_to_none=True)
             (loss / n).backward()
@@ -62,6 +64,35 @@ def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Op
             state = (state[0].detach(), state[1].detach())
             total, count = total + loss.item(), count + n
     return total / max(count, 1)
+
+
+def _leave_one_out(model: LSTMRecommender, scores: torch.Tensor, items: torch.Tensor, target: torch.Tensor):
+    """Training sees the transition counts without the transition being predicted (count - 1 for
+    the target), so the model learns how much counts are worth on transitions it has not seen."""
+    succ, cnt = model.succ_idx[items], model.succ_cnt[items]  # [B, T, S]
+    hit = succ == target.unsqueeze(-1)
+    c = (cnt * hit).sum(-1)  # count of (item -> target), 0 if not among the top successors
+    delta = model.transition_prior(c) - model.transition_prior((c - 1).clamp(min=0))
+    delta = torch.where(hit.any(-1), delta, torch.zeros_like(delta))
+    return scores.scatter_add(-1, target.unsqueeze(-1), -delta.unsqueeze(-1))
+
+
+def transition_table(fit_seqs: list[Encoded], n_items: int, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each item's ``top`` most frequent successors in the fitted sequences, with their counts."""
+    prev = np.concatenate([s.items[:-1] for s in fit_seqs if len(s) > 1] or [np.zeros(0, np.int64)])
+    nxt = np.concatenate([s.items[1:] for s in fit_seqs if len(s) > 1] or [np.zeros(0, np.int64)])
+    keep = (prev > 1) & (nxt > 1)
+    pairs, counts = np.unique(prev[keep] * n_items + nxt[keep], return_counts=True)
+    src, dst = pairs // n_items, pairs % n_items
+    order = np.lexsort((-counts, src))  # by source, most frequent first
+    src, dst, counts = src[order], dst[order], counts[order]
+    starts = np.searchsorted(src, np.arange(n_items + 1))
+    idx = np.zeros((n_items, top), dtype=np.int64)
+    cnt = np.zeros((n_items, top), dtype=np.float32)
+    for i in np.flatnonzero(np.diff(starts)):
+        a, b = starts[i], min(starts[i + 1], starts[i] + top)
+        idx[i, : b - a], cnt[i, : b - a] = dst[a:b], counts[a:b]
+    return torch.from_numpy(idx), torch.from_numpy(cnt)
 
 
 @torch.no_grad()
@@ -92,18 +123,23 @@ def query_vectors(model: LSTMRecommender, encoded: dict[str, Encoded], targets: 
     return out
 
 
-def lstm_scorer(model: LSTMRecommender, q: np.ndarray):
-    """Scorer (rows -> whole-catalog scores) from precomputed query vectors."""
+def last_items(encoded: dict[str, Encoded], targets: TargetSet) -> np.ndarray:
+    """The item of the event just before each target (what the step that predicts it consumed)."""
+    return np.array([encoded[u].items[p - 1] for u, p in zip(targets.users, targets.positions)], dtype=np.int64)
+
+
+def lstm_scorer(model: LSTMRecommender, q: np.ndarray, last: np.ndarray):
+    """Scorer (rows -> whole-catalog scores) from precomputed query vectors and last items."""
     def score(rows: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return model.score(torch.from_numpy(q[rows])).numpy()
+            return model.score(torch.from_numpy(q[rows]), torch.from_numpy(last[rows])).numpy()
     return score
 
 
 def evaluate_model(model: LSTMRecommender, encoded: dict[str, Encoded], targets: TargetSet,
                    desc: str | None = None) -> dict:
     q = query_vectors(model, encoded, targets)
-    return evaluate_scorer(lstm_scorer(model, q), targets, desc=desc)
+    return evaluate_scorer(lstm_scorer(model, q, last_items(encoded, targets)), targets, desc=desc)
 
 
 def fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encoded: dict[str, Encoded],
@@ -114,6 +150,8 @@ def fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encode
         torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
     model = LSTMRecommender(model_cfg)
+    if model_cfg.transitions > 0:
+        model.set_transitions(*transition_table(fit_seqs, model_cfg.n_items, model_cfg.transitions))
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},

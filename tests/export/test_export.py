@@ -80,8 +80,9 @@ def test_mismatched_dims_are_refused(bundle_dir, tmp_path):
         Bundle.load(bad)
 
 
-def test_parity_with_separate_first_order_tables(tmp_path):
-    ckpt, _ = train_small(small_events(users=120, items=60, seed=4), epochs=1, first_order_dim=8)
+def test_parity_with_first_order_tables_and_transition_prior(tmp_path):
+    ckpt, _ = train_small(small_events(users=120, items=60, seed=4), epochs=1, first_order_dim=8, transitions=8)
+    assert ckpt.model.succ_cnt.sum() > 0
     _, report = export_bundle(ckpt, tmp_path / "fo", k=5, m=5)
     assert report.ok, report.text()
 

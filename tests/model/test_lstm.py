@@ -1,12 +1,15 @@
+import numpy as np
 import torch
 
 from model.lstm import LSTMConfig, LSTMRecommender
 
 
-def _model(layers: int, first_order_dim: int = 0) -> LSTMRecommender:
+def _model(layers: int, first_order_dim: int = 0, transitions: int = 0) -> LSTMRecommender:
     torch.manual_seed(layers)
     m = LSTMRecommender(LSTMConfig(n_items=300, n_event_types=5, dim=16, hidden=24, layers=layers,
-                                   first_order_dim=first_order_dim))
+                                   first_order_dim=first_order_dim, transitions=transitions))
+    if transitions:
+        m.set_transitions(torch.randint(0, 300, (300, transitions)), torch.randint(0, 9, (300, transitions)).float())
     return m.eval()
 
 
@@ -17,8 +20,8 @@ def _events(B: int, T: int, seed: int = 0):
 
 
 def test_T_single_steps_equal_one_forward_over_T():
-    for layers, fo_dim in ((1, 0), (2, 0), (1, 8)):
-        m = _model(layers, fo_dim)
+    for layers, fo_dim, trans in ((1, 0, 0), (2, 0, 0), (1, 8, 0), (2, 0, 6)):
+        m = _model(layers, fo_dim, trans)
         items, types, gaps = _events(B=7, T=60)
         with torch.no_grad():
             full, (h_f, c_f) = m(items, types, gaps)
@@ -46,3 +49,23 @@ def test_padding_item_has_zero_embedding_and_dropout_off_in_eval():
     items, types, gaps = _events(B=2, T=5)
     with torch.no_grad():
         assert torch.equal(m(items, types, gaps)[0], m(items, types, gaps)[0])
+
+
+def test_transition_table_and_leave_one_out():
+    from model.encode import Encoded
+    from model.train import _leave_one_out, transition_table
+
+    z = lambda a: np.zeros(len(a), np.int64)  # noqa: E731
+    seqs = [Encoded(np.array(a), z(a), z(a), z(a)) for a in ([2, 3, 2, 3, 4], [2, 3], [3, 4])]
+    idx, cnt = transition_table(seqs, n_items=6, top=2)
+    assert idx[2].tolist() == [3, 0] and cnt[2].tolist() == [3.0, 0.0]  # 2->3 three times
+    assert idx[3].tolist() == [4, 2] and cnt[3].tolist() == [2.0, 1.0]  # 3->4 twice, 3->2 once
+    m = LSTMRecommender(LSTMConfig(n_items=6, n_event_types=3, dim=4, hidden=4, transitions=2)).eval()
+    m.set_transitions(idx, cnt)
+    items, target = torch.tensor([[3]]), torch.tensor([[4]])
+    with torch.no_grad():
+        s, _ = m(items, torch.zeros_like(items), torch.zeros_like(items))
+        loo = _leave_one_out(m, s, items, target)
+        expect = m.transition_prior(torch.tensor(2.0)) - m.transition_prior(torch.tensor(1.0))
+    assert torch.allclose(s[0, 0, 4] - loo[0, 0, 4], expect)
+    assert torch.equal(torch.cat([s[..., :4], s[..., 5:]], -1), torch.cat([loo[..., :4], loo[..., 5:]], -1))
