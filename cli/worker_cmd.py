@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from cli.main import CliError
 
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if not (config.bundle / "manifest.json").is_file():
         raise CliError(f"{config.bundle} is not a bundle (no manifest.json): "
                        "make one with `streamrec export --model RUN --out DIR`")
+    Path(config.data_dir).parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     os.environ.update(config.to_env())
     try:
         from streams.app import app, ensure_topics, load_bundle
@@ -85,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"cannot reach Kafka at {config.brokers} ({exc}): is it running? "
                        "(start one with `streamrec kafka start`)") from None
     # Faust's own command line parses sys.argv: hand it the `worker` command alone.
-    sys.argv = ["streamrec worker", "worker", "--loglevel", config.log_level]
+    # Faust spells the levels crit|error|warn|info|debug
+    level = {"warning": "warn", "critical": "crit"}.get(config.log_level, config.log_level)
+    sys.argv = ["streamrec worker", "worker", "--loglevel", level]
     app.main()  # returns by SystemExit once the worker stopped
     return 0

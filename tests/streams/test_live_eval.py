@@ -187,6 +187,38 @@ def test_percentiles_hit_rate_over_time_and_parsing():
     assert o == OutputRecord(1, 2, 3, "u", ("a",), (0.5,), "m", ("c", 0, 7))
 
 
+def test_collect_started_before_the_topics_exist_picks_them_up(kafka_broker):
+    import threading
+
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from streams.live_eval import collect
+
+    tag = uuid.uuid4().hex[:8]
+    topics = Topics(f"e{tag}-clicks", f"e{tag}-browses", f"e{tag}-recs", f"e{tag}-dlq")
+    log = LiveLog({"u:0"})
+    reader = threading.Thread(target=collect, args=(kafka_broker.bootstrap, topics, log),
+                              kwargs={"timeout": 30, "progress": False})
+    reader.start()
+    time.sleep(1.5)  # the reader is waiting for topics that do not exist yet
+    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+    admin.create_topics([NewTopic(t, 2, 1) for t in (topics.clicks, topics.browses, topics.output, topics.dlq)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+    md = producer.send(topics.clicks, key=b"u", value=encode_event(Interaction("u", "a", "click", 10**12), "u:0")
+                       ).get(30)
+    source = {"topic": md.topic, "partition": md.partition, "offset": md.offset}
+    producer.send(topics.output, key=b"u", value=json.dumps({"user_id": "u", "items": ["b"], "scores": [1.0],
+                                                            "model_version": "v", "source": source}).encode())
+    producer.flush()
+    producer.close()
+    reader.join(60)
+    assert not reader.is_alive() and log.done
+    assert log.output_of("u:0").items == ("b",)
+    assert latency_stats([o.timestamp - log.inputs[o.source].timestamp for o in log.outputs.values()])["n"] == 1
+
+
 # ---- end to end: real broker, real worker ---------------------------------------------------------
 def streamrec(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], capture_output=True, text=True,
