@@ -227,7 +227,7 @@ class Watcher(threading.Thread):
         super().__init__(daemon=True)
         self.brokers, self.users, self.show, self.limit = brokers, users, show, limit
         self.printed: dict[str, int] = {u: 0 for u in users}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         from kafka import KafkaConsumer
@@ -240,11 +240,11 @@ class Watcher(threading.Thread):
             print(f"   (live watch unavailable: {exc})")
             return
         wanted = {u.encode() for u in self.users}
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             for msg in consumer:
                 if msg.key in wanted:
                     self._show(json.loads(msg.value))
-                if self._stop.is_set():
+                if self._halt.is_set():
                     break
         consumer.close()
 
@@ -259,7 +259,7 @@ class Watcher(threading.Thread):
             print(f"   {u:>8} ... (further updates not shown)", flush=True)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=5)
 
 
