@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int, default=d.batch_size, help=f"users per batch (default {d.batch_size})")
     t.add_argument("--max-len", type=int, default=d.max_len, help=f"truncated-BPTT length (default {d.max_len})")
     t.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr})")
+    t.add_argument("--lr-decay", type=float, default=d.lr_decay,
+                   help=f"after an epoch without validation gain, resume from the best weights with "
+                        f"lr *= this (1 = off; default {d.lr_decay})")
     t.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
     t.add_argument("--seed", type=int, default=d.seed, help="random seed (default 0)")
     t.add_argument("--threads", type=int, default=int(os.environ.get("STREAMREC_THREADS", 0)),
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from model.pipeline import train
 
     events = load_events(args)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_len=args.max_len, lr=args.lr,
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_len=args.max_len, lr=args.lr, lr_decay=args.lr_decay,
                       weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
                       threads=args.threads, time_budget_s=args.time_budget)
     model_kw = dict(dim=args.dim, hidden=args.hidden, layers=args.layers, dropout=args.dropout,

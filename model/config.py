@@ -11,7 +11,8 @@ class TrainConfig:
     max_len: int = 50  # truncated-BPTT chunk length (events)
     lr: float = 2e-3
     weight_decay: float = 0.05
-    patience: int = 5  # epochs without validation NDCG@10 gain before stopping
+    patience: int = 4  # epochs without validation NDCG@10 gain before stopping
+    lr_decay: float = 0.5  # on an epoch without gain: go back to the best weights, lr *= this (1 = off)
     clip: float = 5.0
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = torch's default

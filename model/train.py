@@ -173,6 +173,11 @@ def fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encode
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad += 1
+            if cfg.lr_decay < 1.0 and best_state is not None:
+                # a step too far: resume from the best weights with a smaller step size
+                model.load_state_dict(best_state)
+                for group in opt.param_groups:
+                    group["lr"] *= cfg.lr_decay
         bar.set_postfix(loss=f"{loss:.3f}", ndcg10=f"{metrics.get('NDCG@10', float('nan')):.4f}",
                         hr10=f"{metrics.get('HR@10', float('nan')):.4f}", best=f"{best:.4f}")
         if bad >= cfg.patience:
