@@ -75,6 +75,11 @@ def main() -> None:
         res = run_set(name, a.seeds, a.ablation, a.budget)
         rows = {f"{k} (mean of {len(v['seeds'])})": v["mean"] for k, v in res["models"].items()}
         print(f"\n{name} ({res['protocol']})\n" + metrics_table({**rows, **res["baselines"]}))
+        print(metrics_table({**rows, **res["baselines"]}, ("Precision@10", "F1@10", "Precision@20", "F1@20", "AUC")))
+        for label, v in res["models"].items():
+            print(f"{label}: " + ", ".join(f"seed {sd}: NDCG@10 {r['NDCG@10']:.4f} HR@10 {r['HR@10']:.4f} "
+                                           f"({r['train_seconds']:.0f} s, best epoch {r['best_epoch']})"
+                                           for sd, r in zip(v["seeds"], v["runs"])))
         (results / f"quality-{name}.json").write_text(json.dumps(res, indent=2))
 
 
