@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--dim", type=int, default=64, help="embedding size (default 64)")
     m.add_argument("--hidden", type=int, default=128, help="LSTM hidden size (default 128)")
     m.add_argument("--layers", type=int, default=1, choices=[1, 2], help="LSTM layers (default 1)")
-    m.add_argument("--dropout", type=float, default=0.3, help="dropout (default 0.3)")
+    m.add_argument("--dropout", type=float, default=0.5, help="dropout (default 0.5)")
     m.add_argument("--no-first-order", action="store_true", help="ablation: drop the FPMC-style current-item term")
     m.add_argument("--first-order-dim", type=int, default=0, metavar="N",
                    help="first-order term through separate in/out item tables of size N (FPMC-style); "

@@ -28,7 +28,7 @@ class LSTMConfig:
     dim: int = 64  # embedding size (items, event types, gaps) and scoring space
     hidden: int = 128  # LSTM hidden size
     layers: int = 1
-    dropout: float = 0.3
+    dropout: float = 0.5
     first_order: bool = True  # FPMC-style term from the current item (see first_order_dim)
     first_order_dim: int = 0  # 0: the current item's embedding, mapped into the scoring space
     # of the tied item embeddings; > 0: separate in/out tables of this size (a factorized
