@@ -40,7 +40,7 @@ ABLATION = {
 }
 
 
-def run_set(name: str, seeds: list[int], ablation: bool, budget: float) -> dict:
+def run_set(name: str, seeds: list[int], ablation: bool, budget: float, threads: int = 0) -> dict:
     rel, fmt, protocol = SETS[name]
     events = load(DATA / rel, fmt)
     variants = ABLATION if ablation else {"LSTM": FINAL}
@@ -50,7 +50,7 @@ def run_set(name: str, seeds: list[int], ablation: bool, budget: float) -> dict:
         for seed in seeds:
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.monotonic()
-                doc = train(events, protocol, tmp, kw, TrainConfig(seed=seed, time_budget_s=budget),
+                doc = train(events, protocol, tmp, kw, TrainConfig(seed=seed, time_budget_s=budget, threads=threads),
                             {"name": name}, progress=True, with_baselines=out["baselines"] is None)
                 doc["model"]["train_seconds"] = round(time.monotonic() - t0, 1)
                 doc["model"]["best_epoch"] = doc["best_valid"]["epoch"]
@@ -68,11 +68,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--ablation", action="store_true", help="train each ablation variant too")
     ap.add_argument("--budget", type=float, default=1800.0, help="training time budget per run, seconds")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     a = ap.parse_args()
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
     for name in (list(SETS) if "all" in a.sets else a.sets):
-        res = run_set(name, a.seeds, a.ablation, a.budget)
+        res = run_set(name, a.seeds, a.ablation, a.budget, a.threads)
         rows = {f"{k} (mean of {len(v['seeds'])})": v["mean"] for k, v in res["models"].items()}
         print(f"\n{name} ({res['protocol']})\n" + metrics_table({**rows, **res["baselines"]}))
         print(metrics_table({**rows, **res["baselines"]}, ("Precision@10", "F1@10", "Precision@20", "F1@20", "AUC")))

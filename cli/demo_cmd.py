@@ -22,6 +22,18 @@ from pathlib import Path
 from cli.common import DATA_HELP
 from cli.main import CliError
 
+#: The demo's model and training settings (tests/model/test_synth.py checks that this model
+#: beats MostPopular and Markov on the demo data).
+MODEL_KW = {"dim": 32, "hidden": 64, "dropout": 0.3, "transitions": 16}
+DEMO_USERS, DEMO_ITEMS, DEMO_EPOCHS = 1000, 400, 15
+
+
+def train_config(epochs: int = DEMO_EPOCHS):
+    from model.config import TrainConfig
+
+    return TrainConfig(epochs=epochs, patience=3, lr=5e-3, lr_decay=1.0)
+
+
 EPILOG = """\
 what it does, step by step:
   1 data      synthetic click/browse streams (seeded; model/synth.py), or --data/--format
@@ -47,10 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", dest="fmt", metavar="FMT", help="its format (see below)")
     p.add_argument("--columns", help="csv column mapping")
     p.add_argument("--sep", help="field separator override")
-    p.add_argument("--users", type=int, default=1000, help="synthetic users (default 1000)")
-    p.add_argument("--items", type=int, default=400, help="synthetic items (default 400)")
+    p.add_argument("--users", type=int, default=DEMO_USERS, help=f"synthetic users (default {DEMO_USERS})")
+    p.add_argument("--items", type=int, default=DEMO_ITEMS, help=f"synthetic items (default {DEMO_ITEMS})")
     p.add_argument("--seed", type=int, default=0, help="synthetic data seed (default 0)")
-    p.add_argument("--epochs", type=int, default=15, help="training epochs at most (default 15)")
+    p.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help=f"training epochs at most (default {DEMO_EPOCHS})")
     p.add_argument("--workdir", default=os.environ.get("STREAMREC_DEMO_DIR", "runs/demo"),
                    help="where data, model, bundle, state, logs and plots go [STREAMREC_DEMO_DIR] (default runs/demo)")
     p.add_argument("--watch", type=int, default=3, help="users whose live lists are printed (default 3)")
@@ -166,13 +178,11 @@ def _train_and_export(args, work: Path, events):
     from cli.tables import metrics_table
     from export.onnx_export import export_bundle
     from model import checkpoint
-    from model.config import TrainConfig
     from model.pipeline import train
 
     say("3/7 training the LSTM (TEMPORAL-stream protocol: the last 10% of time is the test period)")
     run_dir = work / "model"
-    doc = train(events, "temporal", run_dir, {"dim": 32, "hidden": 64, "transitions": 16},
-                TrainConfig(epochs=args.epochs, patience=3, lr=5e-3), {"name": "demo"})
+    doc = train(events, "temporal", run_dir, MODEL_KW, train_config(args.epochs), {"name": "demo"})
     print(metrics_table({"LSTM": doc["model"], **doc["baselines"]}))
     say("4/7 exporting the ONNX bundle (parity-checked against PyTorch)")
     bundle_dir = work / "bundle"
