@@ -49,6 +49,8 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+from cli.processes import Processes as SharedProcesses
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STREAMREC_DATA", ROOT.parent / "shared" / "data"))
 DEFAULT_DATA = DATA / "ml-100k" / "ml-100k.inter"
@@ -65,45 +67,22 @@ def loadavg() -> list[float]:
 
 
 # ---- child processes ----------------------------------------------------------------------
-class Processes:
-    """Children in their own sessions (stdout/stderr to log files), stopped SIGTERM then SIGKILL;
-    they also get SIGTERM if this process dies (PR_SET_PDEATHSIG)."""
+class Processes(SharedProcesses):
+    """Children with their output in LOGS/NAME.out (see cli/processes.py)."""
 
     def __init__(self, logs: Path):
+        super().__init__()
         self.logs = logs
-        self.procs: list[subprocess.Popen] = []
 
-    def start(self, args: list[str], name: str) -> subprocess.Popen:
-        from streams.broker import _die_with_parent
-
+    def start(self, args: list[str], name: str) -> subprocess.Popen:  # type: ignore[override]
         self.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.logs / f"{name}.out", "wb") as out, open(self.logs / f"{name}.err", "wb") as err:
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=ROOT,
-                                    start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        proc = super().start(args, self.logs / f"{name}.out", cwd=ROOT)
         proc.name = name  # type: ignore[attr-defined]
-        self.procs.append(proc)
         return proc
-
-    def stop(self, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
-        if proc in self.procs:
-            self.procs.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in reversed(list(self.procs)):
-            self.stop(proc)
 
     def tail(self, name: str, n: int = 15) -> str:
         lines = []
-        for ext in ("err", "out"):
+        for ext in ("out",):
             p = self.logs / f"{name}.{ext}"
             if p.exists():
                 lines += p.read_text(errors="replace").splitlines()[-n:]

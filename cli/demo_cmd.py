@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cli.common import DATA_HELP
 from cli.main import CliError
+from cli.processes import Processes
 
 #: The demo's model and training settings (tests/model/test_synth.py checks that this model
 #: beats MostPopular and Markov on the demo data).
@@ -68,34 +69,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--watch", type=int, default=3, help="users whose live lists are printed (default 3)")
     p.add_argument("--rate", type=float, help="replay rate in events/s (default: as fast as possible)")
     p.set_defaults(func=run)
-
-
-class Processes:
-    """Children in their own sessions, stopped (SIGTERM, then SIGKILL) whatever happens."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, args: list[str], log: Path, **kw) -> subprocess.Popen:
-        proc = subprocess.Popen(args, stdout=kw.pop("stdout", open(log, "w")), stderr=subprocess.STDOUT,
-                                start_new_session=True, **kw)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            self.stop(proc)
 
 
 def say(msg: str) -> None:
