@@ -264,5 +264,6 @@ def _print_results(report: dict, run_dir: Path, work: Path, manifest, health: di
     if thr:
         print(f"throughput: {thr.get('events_per_s', 0):,.0f} events/s end to end")
     if health:
-        print(f"worker counters: {json.dumps(health.get('counters', {}))}")
+        print(f"worker counters: {json.dumps(health.get('counts', {}))}; rejected by reason: "
+              f"{json.dumps(health.get('rejected', {}))}; torch imported in the worker: {health.get('torch_imported')}")
     print(f"plots: {', '.join(report.get('plots', []))}, {run_dir / 'training_curve.png'}")

@@ -32,6 +32,8 @@ def test_demo_end_to_end(tmp_path):
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
     assert "live vs offline" in out and "latency produce -> recommendation" in out
+    assert '"processed"' in out or '"emitted"' in out  # the worker's counters were read
+    assert "torch imported in the worker: False" in out
     report = json.loads((work / "live.json").read_text())
     assert report["complete"] and report["n_targets"] > 50
     for key in ("HR@10", "NDCG@10"):
