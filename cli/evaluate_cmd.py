@@ -69,21 +69,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate_bundle(args, events, progress: bool) -> dict:
-    from export.bundle_eval import evaluate_bundle
+    from export.bundle_eval import evaluate_bundle_on
     from export.manifest import BundleError
     from export.runtime import Bundle
-    from model.evaluate import BaselineData, evaluate_baselines
-    from model.prepare import prepare
 
     try:
         bundle = Bundle.load(args.bundle)
     except BundleError as exc:
         raise CliError(str(exc)) from None
-    window = None if args.mask == "history" else bundle.manifest.m
-    p = prepare(events, args.protocol, items=bundle.items, types=bundle.types, window=window)
-    doc = {"model": evaluate_bundle(bundle, p.encoded, p.test, progress=progress)}
-    if not args.no_baselines:
-        data = BaselineData(p.encoded, p.split.train_len, len(p.items), p.split.protocol == "temporal")
-        doc["baselines"] = evaluate_baselines(data, p.test, progress=progress)
-    doc["n_targets"] = len(p.test)
-    return doc
+    return evaluate_bundle_on(bundle, events, args.protocol, args.mask or "serving", not args.no_baselines, progress)

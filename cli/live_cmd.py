@@ -119,8 +119,6 @@ def run(args: argparse.Namespace) -> int:
 
 def offline_metrics(bundle, events) -> dict:
     """What `streamrec evaluate --bundle --protocol temporal` reports (serving rule)."""
-    from export.bundle_eval import evaluate_bundle
-    from model.prepare import prepare
+    from export.bundle_eval import evaluate_bundle_on
 
-    p = prepare(events, "temporal", items=bundle.items, types=bundle.types, window=bundle.manifest.m)
-    return evaluate_bundle(bundle, p.encoded, p.test)
+    return evaluate_bundle_on(bundle, events, "temporal")["model"]

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from export.runtime import Bundle
 from model.encode import Encoded, TargetSet
+from model.events import Interaction
 from model.metrics import MISS, rank_in_list, summarize
 
 
@@ -53,6 +54,23 @@ def bundle_ranks(bundle: Bundle, encoded: dict[str, Encoded], targets: TargetSet
             bar.update(len(due.get(t, [])))
     bar.close()
     return ranks
+
+
+def evaluate_bundle_on(bundle: Bundle, events: list[Interaction], protocol: str, mask: str = "serving",
+                       with_baselines: bool = False, progress: bool = False) -> dict:
+    """``streamrec evaluate --bundle``: split ``events`` with the bundle's vocabularies, mask by
+    ``mask`` (``serving``: the bundle's seen window m; ``history``), evaluate the bundle and,
+    optionally, the baselines on the same targets. Returns {"model", ["baselines"], "n_targets"}."""
+    from model.evaluate import baselines_for
+    from model.prepare import prepare
+
+    window = None if mask == "history" else bundle.manifest.m
+    p = prepare(events, protocol, items=bundle.items, types=bundle.types, window=window)
+    doc = {"model": evaluate_bundle(bundle, p.encoded, p.test, progress=progress)}
+    if with_baselines:
+        doc["baselines"] = baselines_for(p, progress=progress)
+    doc["n_targets"] = len(p.test)
+    return doc
 
 
 def evaluate_bundle(bundle: Bundle, encoded: dict[str, Encoded], targets: TargetSet, progress: bool = False) -> dict:

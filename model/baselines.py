@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from model.encode import Encoded, TargetSet
+from model.encode import Encoded, TargetSet, last_items
 
 Scorer = Callable[[np.ndarray], np.ndarray]
 
@@ -40,7 +40,7 @@ def markov(encoded: dict[str, Encoded], train_len: dict[str, int], counts: np.nd
     src, dst = pairs // n, pairs % n
     starts = np.searchsorted(src, np.arange(n + 1))  # CSR rows over sorted src
     backoff = (counts / (counts.max() + 1.0)).astype(np.float32)
-    last = np.array([encoded[u].items[p - 1] for u, p in zip(targets.users, targets.positions)], dtype=np.int64)
+    last = last_items(encoded, targets)
 
     def score(rows: np.ndarray) -> np.ndarray:
         out = np.broadcast_to(backoff, (len(rows), n)).copy()

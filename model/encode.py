@@ -74,6 +74,11 @@ def seen_window(items: np.ndarray, m: int) -> np.ndarray:
     return np.array(out[::-1], dtype=np.int64)
 
 
+def last_items(encoded: dict[str, Encoded], targets: TargetSet) -> np.ndarray:
+    """The item of the event just before each target (what the step that predicts it consumed)."""
+    return np.array([encoded[u].items[p - 1] for u, p in zip(targets.users, targets.positions)], dtype=np.int64)
+
+
 def build_targets(encoded: dict[str, Encoded], targets: list[tuple[str, int]], window: int | None = None
                   ) -> TargetSet:
     """Targets must have position >= 1 (something to predict from). ``window=None`` masks by the

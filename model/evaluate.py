@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from model import baselines
 from model.encode import Encoded, TargetSet
+from model.prepare import Prepared
 from model.metrics import MISS, rank_rows, summarize
 
 KS = (10, 20)
@@ -56,3 +57,10 @@ def evaluate_baselines(data: BaselineData, targets: TargetSet, ks=KS, progress: 
         scorers["RecentPopular-1d"] = baselines.recent_popular(data.encoded, targets, data.n_items, DAY_MS)
         scorers["RecentPopular-7d"] = baselines.recent_popular(data.encoded, targets, data.n_items, 7 * DAY_MS)
     return {name: evaluate_scorer(s, targets, ks, desc=name if progress else None) for name, s in scorers.items()}
+
+
+def baselines_for(p: Prepared, targets: TargetSet | None = None, progress: bool = False) -> dict[str, dict]:
+    """The baselines on a prepared split (training counts from its training part; RecentPopular
+    only under the temporal protocol), on its test targets unless ``targets`` is given."""
+    data = BaselineData(p.encoded, p.split.train_len, len(p.items), p.split.protocol == "temporal")
+    return evaluate_baselines(data, p.test if targets is None else targets, progress=progress)

@@ -5,7 +5,9 @@ Per event the input is item embedding + event-type embedding + time-gap-bucket e
 The recurrent state (h, c) summarises the user's history; a first-order term (FPMC-style)
 adds the current item's own embedding through a learned map, so item-to-item transitions are
 scored as sharply as by a Markov chain. Scores cover the whole catalog by dot product with
-the (tied) item embeddings plus a per-item bias.
+the (tied) item embeddings plus a per-item bias. Options: separate first-order in/out tables
+(``first_order_dim``) and a transition-count prior over each item's top successors in the
+training data, weighted by learned scalars (``transitions``).
 
 ``forward`` (training, fused ``nn.LSTM``) and ``step`` (serving, explicit gate arithmetic)
 are the same computation: tests/model/test_lstm.py proves T steps equal one forward over T.

@@ -9,7 +9,6 @@ not be ranked: it is a miss at every K (rank = MISS).
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -78,6 +77,3 @@ def summarize(ranks: np.ndarray, n_candidates: np.ndarray | None = None, ks=(10,
     out["n_targets"] = int(len(ranks))
     return out
 
-
-def ndcg_of_rank(rank: int) -> float:
-    return 1.0 / math.log2(rank + 1)

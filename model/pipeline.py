@@ -9,18 +9,13 @@ import time
 from pathlib import Path
 
 from model import checkpoint
-from model.evaluate import BaselineData, evaluate_baselines
+from model.evaluate import baselines_for
 from model.events import Interaction
 from model.lstm import LSTMConfig
 from model.plots import training_curve
-from model.prepare import Prepared, prepare
+from model.prepare import prepare
 from model.splits import summary
 from model.train import TrainConfig, evaluate_model, fit, parity_sample
-
-
-def baselines_for(p: Prepared, targets=None, progress: bool = False) -> dict[str, dict]:
-    data = BaselineData(p.encoded, p.split.train_len, len(p.items), p.split.protocol == "temporal")
-    return evaluate_baselines(data, p.test if targets is None else targets, progress=progress)
 
 
 def train(events: list[Interaction], protocol: str, out_dir: str | Path, model_kw: dict | None = None,

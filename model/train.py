@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from model.encode import Encoded, TargetSet
+from model.encode import Encoded, TargetSet, last_items
 from model.evaluate import evaluate_scorer
 from model.config import TrainConfig
 from model.lstm import LSTMConfig, LSTMRecommender
@@ -121,11 +121,6 @@ def query_vectors(model: LSTMRecommender, encoded: dict[str, Encoded], targets: 
             rows = by_user[u]
             out[rows] = q[j, targets.positions[rows] - 1]
     return out
-
-
-def last_items(encoded: dict[str, Encoded], targets: TargetSet) -> np.ndarray:
-    """The item of the event just before each target (what the step that predicts it consumed)."""
-    return np.array([encoded[u].items[p - 1] for u, p in zip(targets.users, targets.positions)], dtype=np.int64)
 
 
 def lstm_scorer(model: LSTMRecommender, q: np.ndarray, last: np.ndarray):
