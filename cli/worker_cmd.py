@@ -37,6 +37,14 @@ Input topics must have --partitions partitions (missing topics are created so). 
 table is named after the bundle's model version: a new model starts with fresh states.
 Stop with Ctrl-C or SIGTERM: the worker finishes the current event and commits.
 
+guarantees: at-least-once (default) may repeat a recommendation after a crash, with the same
+  "source": consumers drop repeats by source. exactly-once uses Kafka transactions: consumers
+  read with isolation.level=read_committed. Either way a user's state applies each event once.
+security: --security-protocol SASL_SSL --sasl-mechanism SCRAM-SHA-512 --sasl-username U, with the
+  password in STREAMREC_SASL_PASSWORD (command lines are visible to every user of the machine).
+bounds: messages over 8,192 bytes, ids over 256 characters and timestamps outside 1973..2100
+  (epoch ms) are dead-lettered; --state-ttl 30d expires idle users' states (tombstones).
+
 examples:
   BROKERS=$(streamrec kafka start)
   streamrec worker --bundle bundles/m1 --brokers $BROKERS
@@ -77,18 +85,28 @@ def run(args: argparse.Namespace) -> int:
     Path(config.data_dir).parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     os.environ.update(config.to_env())
     try:
-        from streams.app import app, ensure_topics, load_bundle
+        from streams.app import app, ensure_topics, load_bundle, mark_stopped
 
         load_bundle()
         ensure_topics()
     except (ConfigError, BundleError) as exc:
         raise CliError(str(exc)) from None
     except KafkaError as exc:
+        if config.security_protocol != "PLAINTEXT":  # kafka-python reports a failed login as a timeout
+            raise CliError(f"cannot reach Kafka at {config.brokers} with {config.security_protocol} ({exc}): "
+                           "is it running with such a listener there? If so, check the credentials "
+                           "(--sasl-mechanism, --sasl-username, STREAMREC_SASL_PASSWORD, --ssl-cafile)") from None
         raise CliError(f"cannot reach Kafka at {config.brokers} ({exc}): is it running? "
                        "(start one with `streamrec kafka start`)") from None
     # Faust's own command line parses sys.argv: hand it the `worker` command alone.
     # Faust spells the levels crit|error|warn|info|debug
     level = {"warning": "warn", "critical": "crit"}.get(config.log_level, config.log_level)
     sys.argv = ["streamrec worker", "worker", "--loglevel", level]
-    app.main()  # returns by SystemExit once the worker stopped
+    try:
+        app.main()  # returns by SystemExit once the worker stopped
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            mark_stopped()  # a clean stop: the next start may trust the local state (see prepare_local_state)
+        raise
+    mark_stopped()
     return 0

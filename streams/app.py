@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import shutil
 import socket
 import sys
 import time
@@ -53,8 +54,9 @@ from export.manifest import Manifest
 from export.runtime import Bundle
 from streams import codec
 from streams.config import ConfigError, WorkerConfig
-from streams.logic import process
-from streams.state import StateError, UserState
+from streams.logic import already_applied, process
+from streams.security import faust_credentials, kafka_python_kwargs
+from streams.state import StateError, UserState, last_ts_of
 
 log = logging.getLogger("streamrec.worker")
 
@@ -76,17 +78,21 @@ ROCKSDB_OPTIONS = {"write_buffer_size": 16 << 20, "max_write_buffer_number": 2, 
 app = faust.App(
     config.app_id,
     broker=config.broker_urls,
+    broker_credentials=faust_credentials(config),
     store="rocksdb://",
     datadir=str(config.data_dir),
     processing_guarantee=config.guarantee,
     topic_partitions=config.partitions,
     topic_replication_factor=config.replication,
     consumer_auto_offset_reset="earliest",
+    broker_session_timeout=config.session_timeout,
+    broker_heartbeat_interval=min(3.0, config.session_timeout / 4),
     web_bind=config.web_host,
     web_port=config.web_port,
     web_host=config.web_host if config.web_host != "0.0.0.0" else socket.gethostname(),
     autodiscover=False,
 )
+EXACTLY_ONCE = config.guarantee == "exactly_once"
 
 # ---- topics (internal=True: Faust creates them with the table's partition count) ------------
 raw = {"key_serializer": "raw", "value_serializer": "raw", "partitions": config.partitions, "internal": True}
@@ -101,9 +107,11 @@ states = app.Table(TABLE_NAME, default=None, key_type=bytes, value_type=bytes,  
 
 # One thread runs every ONNX step, so steps stay in arrival order and off the event loop.
 INFERENCE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-onnx")
-counts: Counter[str] = Counter()  # processed / emitted / redelivered / rejected / state_reset
+counts: Counter[str] = Counter()  # received / emitted / duplicate / redelivered / rejected / expired / state_reset
 rejected: Counter[str] = Counter()  # per reason code
 _bundle: list[Bundle] = []  # filled on worker start
+_in_flight: list[bytes | None] = [None]  # the key of the event being processed (the expiry sweep skips it)
+_stream_time: list[int] = [0]  # newest event time applied (epoch ms): the clock of --state-ttl
 
 
 # ---- the agent: one event at a time, in arrival order ---------------------------------------
@@ -135,33 +143,61 @@ async def recommend(stream: faust.StreamT) -> None:
 async def handle(event: faust.EventT, bundle: Bundle, loop: asyncio.AbstractEventLoop) -> None:
     """Parse, step the user's state (in the inference thread), publish, assign the new state."""
     msg = event.message
+    counts["received"] += 1
     source = codec.Source(msg.topic, msg.partition, msg.offset)
     parsed = codec.parse_event(event.key, event.value, config.kinds[msg.topic], manifest.event_types)
     if isinstance(parsed, codec.Rejected):
         return await reject(event.key, event.value, source, parsed)
+    _in_flight[0] = event.key
     try:
         state = read_state(event.key, parsed.event.user_id)
-        step = partial(process, bundle, [state], [parsed.event], event_ids=[parsed.event_id],
-                       positions=[(SOURCE_SLOT[msg.topic], msg.offset)], k=K)
+        position = (SOURCE_SLOT[msg.topic], msg.offset)
+        if kind := already_applied(state, parsed.event_id, position):
+            counts[kind] += 1  # a duplicate event id, or a redelivery after a crash: applied once, not twice
+            return
+        step = partial(process, bundle, [state], [parsed.event], event_ids=[parsed.event_id], positions=[position],
+                       k=K)
         (new_state,), (rec,) = await loop.run_in_executor(INFERENCE, step)
     except Exception as exc:  # a bug or a broken model: keep the event, keep going
         log.exception("processing %s failed", source)
         return await reject(event.key, event.value, source, codec.Rejected(codec.PROCESSING_ERROR, repr(exc)[:500]))
-    counts["processed"] += 1
-    if rec is None:  # already applied (a redelivery after a crash, or a duplicate event_id)
-        counts["redelivered"] += 1
-        return
+    finally:
+        _in_flight[0] = None
     value = codec.encode_recommendation(rec.user_id, rec.items, rec.scores, bundle.version, source, rec.event_ts,
                                         now_ms())
+    _stream_time[0] = max(_stream_time[0], rec.event_ts)
     # Shielded: a shutdown arriving now still publishes and stores both, or neither was started.
-    await asyncio.shield(emit(event.key, value, new_state.pack()))
+    await asyncio.shield(emit(event.key, value, new_state.pack(), source))
 
 
-async def emit(key: bytes, value: bytes, state: bytes) -> None:
-    """Publish the recommendation, then assign the user's new state (never mutated in place)."""
-    await output_topic.send(key=key, value=value)
+async def emit(key: bytes, value: bytes, state: bytes, source: codec.Source) -> None:
+    """Publish the recommendation, then assign the user's new state (never mutated in place).
+
+    At-least-once waits until Kafka acknowledged the recommendation before the state records the
+    event as applied: after a crash (even SIGKILL) an event the state includes always has its
+    recommendation in the topic, and an event it does not include is applied again (a duplicate
+    with the same ``source``). Exactly-once needs no wait: the recommendation, the state's
+    changelog entry and the input offset commit in one Kafka transaction.
+    """
+    delivered = await publish(output_topic, key, value, source)
+    if not EXACTLY_ONCE:
+        await delivered
     states[key] = state
     counts["emitted"] += 1
+
+
+async def publish(topic: faust.TopicT, key: bytes | None, value: bytes, source: codec.Source) -> Any:
+    """Send to the output or dead-letter topic; returns the delivery future.
+
+    Exactly-once: in the Kafka transaction of the source partition, the one that also carries the
+    table's changelog writes and commits the input offsets. (Faust's ``topic.send`` would use a
+    non-transactional producer for a topic the app does not consume: after a crash, records of
+    aborted work would stay visible to read_committed consumers.)"""
+    if not EXACTLY_ONCE:
+        return await topic.send(key=key, value=value)
+    transactional_id = f"{app.conf.id}-{app.assignor.group_for_topic(source.topic)}-{source.partition}"
+    return await app.consumer.transactions.producer.send(topic.get_topic_name(), key, value, None, None, None,
+                                                         transactional_id=transactional_id)
 
 
 def read_state(key: bytes, user_id: str) -> UserState | None:
@@ -179,7 +215,7 @@ async def reject(key: bytes | None, value: bytes | None, source: codec.Source, w
     counts["rejected"] += 1
     rejected[why.reason] += 1
     log.info("dead letter %s:%d@%d: %s (%s)", source.topic, source.partition, source.offset, why.reason, why.message)
-    await dlq_topic.send(key=key, value=codec.encode_dead_letter(key, value, source, why, now_ms()))
+    await publish(dlq_topic, key, codec.encode_dead_letter(key, value, source, why, now_ms()), source)
 
 
 def now_ms() -> int:
@@ -196,6 +232,72 @@ def load_bundle() -> Bundle:
                               f"{bundle.version}): restart the worker")
         _bundle.append(bundle)
     return _bundle[0]
+
+
+# ---- local state after a crash (exactly-once) -----------------------------------------------
+RUNNING_MARKER = config.data_dir / "streamrec.running"  # exists while a worker runs on this data dir
+_prepared: list[bool] = []  # once per process (Faust may send on_worker_init more than once)
+
+
+def prepare_local_state() -> bool:
+    """At worker start. Under exactly-once, a worker that did not stop cleanly (SIGKILL, power loss)
+    may have left writes of transactions Kafka then aborted in its local RocksDB: delete the local
+    table so it is rebuilt from the changelog, read committed. Returns whether it did."""
+    if _prepared:
+        return False
+    _prepared.append(True)
+    wiped = False
+    if EXACTLY_ONCE and RUNNING_MARKER.exists():
+        log.warning("the last worker on %s did not stop cleanly: rebuilding the state table from its changelog",
+                    config.data_dir)
+        shutil.rmtree(app.conf.tabledir, ignore_errors=True)
+        wiped = True
+    RUNNING_MARKER.parent.mkdir(parents=True, exist_ok=True)
+    RUNNING_MARKER.write_text("streamrec worker running; deleted on a clean stop\n")
+    return wiped
+
+
+def mark_stopped() -> None:
+    """After a clean stop (``streamrec worker`` calls it once Faust has closed the tables)."""
+    RUNNING_MARKER.unlink(missing_ok=True)
+
+
+@app.on_worker_init.connect
+def _on_worker_init(app: faust.App, **kwargs: Any) -> None:
+    prepare_local_state()
+
+
+# ---- expiry of idle users (--state-ttl) ----------------------------------------------------
+async def expire_idle_states() -> int:
+    """Delete the states of users idle longer than ``--state-ttl`` in event time (the newest event time
+    applied, never ahead of the clock), in this worker's active partitions; each deletion is a
+    tombstone in the changelog. Returns how many expired."""
+    if not config.state_ttl or not _stream_time[0]:
+        return 0
+    horizon = min(_stream_time[0], now_ms()) - int(config.state_ttl * 1000)
+    store, topic = states.data, states.changelog_topic.get_topic_name()
+    n = 0
+    for partition in sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic):
+        db = store._db_for_partition(partition)  # faust's RocksDB store: one DB per partition
+        idle = [key for key, blob in store._visible_items(db) if last_ts_of(blob) < horizon]
+        for i, key in enumerate(idle):
+            blob = db.get(key)  # again: an event may have arrived since the scan (same thread, no await between)
+            if key == _in_flight[0] or blob is None or last_ts_of(blob) >= horizon:
+                continue
+            db.delete(key)
+            store._key_index.pop(key, None)
+            states.send_changelog(partition, key, None, key_serializer="raw", value_serializer="raw")
+            n += 1
+            if i % 1000 == 999:
+                await asyncio.sleep(0)  # let events through during a long sweep
+    if n:
+        counts["expired"] += n
+        log.info("expired %d idle user states (last event before %d)", n, horizon)
+    return n
+
+
+if config.state_ttl:
+    app.timer(config.ttl_sweep, name="expire_idle_states")(expire_idle_states)
 
 
 # ---- topics' partition counts ---------------------------------------------------------------
@@ -222,7 +324,7 @@ def ensure_topics(timeout_s: float = 30.0) -> None:
     logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO lines would drown the worker's
     names = [config.clicks_topic, config.browses_topic, config.output_topic, config.dlq_topic]
     admin = KafkaAdminClient(bootstrap_servers=config.brokers.split(","), client_id=f"{config.app_id}-admin",
-                             request_timeout_ms=int(timeout_s * 1000))
+                             request_timeout_ms=int(timeout_s * 1000), **kafka_python_kwargs(config))
 
     def describe() -> dict[str, int]:
         return {t["name"]: len(t["partitions"]) if isinstance(t["partitions"], list) else int(t["partitions"])
@@ -262,8 +364,11 @@ async def recommendations_view(web: View, request: Request, user_id: str) -> Res
 
 @app.page("/health")
 async def health_view(web: View, request: Request) -> Response:
-    """Readiness (model loaded, partitions assigned) and counters: events processed, emitted,
-    redelivered, rejected per reason; whether torch is loaded (it never should be)."""
+    """Readiness (model loaded, partitions assigned) and counters since start: messages received;
+    events emitted (applied, one recommendation each), duplicate (a repeated event id, dropped),
+    redelivered (Kafka delivered an applied offset again after a crash, skipped), processed
+    (emitted + duplicate), rejected (dead letters) and per reason, expired states; whether torch
+    is loaded (it never should be). Without crashes: produced = processed + rejected."""
     try:
         assigned = bool(app.consumer.assignment())
     except ConsumerNotStarted:
@@ -271,5 +376,6 @@ async def health_view(web: View, request: Request) -> Response:
     body: dict[str, Any] = {"model_version": manifest.model_version, "table": TABLE_NAME,
                             "ready": bool(_bundle) and assigned and not app.rebalancing,
                             "bundle_loaded": bool(_bundle), "torch_imported": "torch" in sys.modules,
-                            "counts": dict(counts), "rejected": dict(rejected)}
+                            "counts": {**counts, "processed": counts["emitted"] + counts["duplicate"]},
+                            "rejected": dict(rejected), "stream_time": _stream_time[0]}
     return web.json(body)

@@ -279,7 +279,8 @@ def start_cluster(n: int = 3, *, port: int | None = None, data_dir: Path | None 
     Ports: ``port``, ``port+1``... if given (else ``STREAMREC_KAFKA_PORT``, else free ones).  Data:
     ``data_dir/node-<id>`` (default ``<home>/kafka-run/<name>``); an already formatted node keeps its data.
     With ``n >= 3`` internal topics get replication factor 3 and min.insync.replicas 2.  ``extra_config``
-    adds or overrides server.properties entries.  ``die_with_parent`` (test fixtures) makes the JVMs
+    adds or overrides server.properties entries (in ``listeners`` and
+    ``advertised.listeners``, ``{port}`` and ``{controller_port}`` stand for the node's ports).  ``die_with_parent`` (test fixtures) makes the JVMs
     exit with the calling process; otherwise they stay up after it exits (``streamrec kafka start``).
     """
     home, version = home or streamrec_home(), version or kafka_version()
@@ -303,7 +304,9 @@ def start_cluster(n: int = 3, *, port: int | None = None, data_dir: Path | None 
     cluster_id = random_cluster_id()
     for b in brokers:
         props = server_properties(b.node_id, b.host, b.port, b.controller_port, voters, b.data_dir / "data", n, partitions)
-        write_node_config(b.data_dir, {**props, **(extra_config or {})}, version, b.log_path)
+        extra = {k: v.format(port=b.port, controller_port=b.controller_port) if k.endswith("listeners") else v
+                 for k, v in (extra_config or {}).items()}
+        write_node_config(b.data_dir, {**props, **extra}, version, b.log_path)
         if not (b.data_dir / "data" / "meta.properties").exists():  # formatted before: keep its data and id
             format_storage(libs, cluster_id, b.properties)
     cluster = Cluster(brokers, name=name, state_file=state_file(name, home) if (record_state and name) else None)

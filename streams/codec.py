@@ -19,13 +19,19 @@ Output (topic ``recommendations``; key = user id)::
 Dead letter (topic ``events.dlq``; key = the original key)::
 
     {"reason", "message", "source": {"topic", "partition", "offset"},
-     "key_b64": str | null, "value_b64": str | null, "rejected_ts"}
+     "key_b64": str | null, "value_b64": str | null, "rejected_ts",
+     "key_bytes": int | null, "value_bytes": int | null, "truncated": bool, "value_sha256": str | null}
 
 with the original key and value bytes base64-encoded, so even a non-UTF-8 message survives intact.
+A key or value longer than ``MAX_DEAD_LETTER_COPY`` bytes (only ``too_large`` messages) keeps its
+first ``MAX_DEAD_LETTER_COPY`` bytes, with ``truncated`` true, the original lengths and the
+value's sha256: a dead letter must fit in Kafka's message size limit (1 MB by default) even when
+the rejected message nearly filled it; the original stays in the input topic at ``source``.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import unicodedata
 from collections.abc import Collection, Sequence
@@ -40,6 +46,8 @@ MAX_ID_LENGTH = 256
 #: Timestamps are epoch milliseconds in [MIN_TS_MS, MAX_TS_MS]: from 1973-03-03 to 2100-01-01 UTC.
 #: The usual producer bug, a time in seconds (~1.7e9) or microseconds (~1.7e15), lands outside;
 #: historical data sets (1990s and later) and synthetic ones (from 2001) land inside.
+#: The most bytes of a rejected key or value a dead letter copies (the rest is cut, see above).
+MAX_DEAD_LETTER_COPY = 64 * 1024
 MIN_TS_MS = 100_000_000_000
 MAX_TS_MS = 4_102_444_800_000
 
@@ -171,14 +179,19 @@ def encode_recommendation(user_id: str, items: Sequence[str], scores: Sequence[f
 
 
 def _b64(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(data).decode("ascii")
+    return None if data is None else base64.b64encode(data[:MAX_DEAD_LETTER_COPY]).decode("ascii")
 
 
 def encode_dead_letter(key: bytes | None, value: bytes | None, source: Source, rejected: Rejected,
                        rejected_ts: int) -> bytes:
-    """The dead-letter message's value: reason, message, source and the original bytes (base64)."""
+    """The dead-letter message's value: reason, message, source and the original bytes (base64; at
+    most ``MAX_DEAD_LETTER_COPY`` of each, see the module docstring)."""
+    truncated = any(d is not None and len(d) > MAX_DEAD_LETTER_COPY for d in (key, value))
     return json.dumps({"reason": rejected.reason, "message": rejected.message, "source": source.to_dict(),
-                       "key_b64": _b64(key), "value_b64": _b64(value), "rejected_ts": rejected_ts},
+                       "key_b64": _b64(key), "value_b64": _b64(value), "rejected_ts": rejected_ts,
+                       "key_bytes": None if key is None else len(key),
+                       "value_bytes": None if value is None else len(value), "truncated": truncated,
+                       "value_sha256": hashlib.sha256(value).hexdigest() if truncated and value is not None else None},
                       ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 

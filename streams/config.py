@@ -21,6 +21,16 @@ worker`` (which can only read the environment) and the CLI see the same configur
     STREAMREC_APP_ID          Faust app id = consumer group                      (streamrec-worker)
     STREAMREC_THREADS         ONNX Runtime intra-op threads                      (1)
     STREAMREC_LOG_LEVEL       debug | info | warning | error                     (info)
+    STREAMREC_SESSION_TIMEOUT seconds Kafka waits for a silent worker before moving its partitions (60)
+    STREAMREC_STATE_TTL       expire users idle this long in event time, e.g. 30d (0 = never)
+    STREAMREC_TTL_SWEEP       seconds between two expiry sweeps                  (60)
+    STREAMREC_SECURITY_PROTOCOL  PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL     (PLAINTEXT)
+    STREAMREC_SASL_MECHANISM  PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512              (PLAIN)
+    STREAMREC_SASL_USERNAME   SASL user name
+    STREAMREC_SASL_PASSWORD   SASL password (prefer the variable to the flag: flags show in ps)
+    STREAMREC_SSL_CAFILE      CA bundle (PEM) that signed the brokers' certificates  (system CAs)
+    STREAMREC_SSL_CERTFILE    client certificate (PEM), for brokers that require one
+    STREAMREC_SSL_KEYFILE     the client certificate's private key (PEM)
 """
 from __future__ import annotations
 
@@ -31,6 +41,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 GUARANTEES = {"at-least-once": "at_least_once", "exactly-once": "exactly_once"}
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _BROKER = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
@@ -77,7 +91,35 @@ SETTINGS = (
             "Faust app id: the consumer group, and the prefix of the state table's changelog topic"),
     Setting("threads", "--threads", "STREAMREC_THREADS", "N", "ONNX Runtime threads per step"),
     Setting("log_level", "--log-level", "STREAMREC_LOG_LEVEL", "|".join(LOG_LEVELS), "log verbosity"),
+    Setting("session_timeout", "--session-timeout", "STREAMREC_SESSION_TIMEOUT", "SECONDS",
+            "how long Kafka waits for a silent worker (crashed, stuck) before moving its partitions to the others; "
+            "a worker restarted after a crash waits this long too (Kafka's group.min.session.timeout.ms: 6 s)"),
+    Setting("state_ttl", "--state-ttl", "STREAMREC_STATE_TTL", "DURATION",
+            "delete the state of a user idle this long (e.g. 30d, 12h; 0 = never), measured in event time: "
+            "against the newest event time the worker has seen (never later than its clock); deletions "
+            "reach the changelog as tombstones"),
+    Setting("ttl_sweep", "--ttl-sweep", "STREAMREC_TTL_SWEEP", "SECONDS", "seconds between two expiry sweeps"),
+    Setting("security_protocol", "--security-protocol", "STREAMREC_SECURITY_PROTOCOL", "|".join(SECURITY_PROTOCOLS),
+            "how to talk to Kafka (SSL and SASL are passed to every client of the worker)"),
+    Setting("sasl_mechanism", "--sasl-mechanism", "STREAMREC_SASL_MECHANISM", "|".join(SASL_MECHANISMS),
+            "SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)"),
+    Setting("sasl_username", "--sasl-username", "STREAMREC_SASL_USERNAME", "USER", "SASL user name"),
+    Setting("sasl_password", "--sasl-password", "STREAMREC_SASL_PASSWORD", "SECRET",
+            "SASL password; prefer the environment variable (command lines are visible in ps)"),
+    Setting("ssl_cafile", "--ssl-cafile", "STREAMREC_SSL_CAFILE", "PEM",
+            "CA certificates that signed the brokers' (with SSL or SASL_SSL; default: the system's)"),
+    Setting("ssl_certfile", "--ssl-certfile", "STREAMREC_SSL_CERTFILE", "PEM", "client certificate (mutual TLS)"),
+    Setting("ssl_keyfile", "--ssl-keyfile", "STREAMREC_SSL_KEYFILE", "PEM", "the client certificate's private key"),
 )
+
+
+def parse_duration(name: str, text: str) -> float:
+    """Seconds from ``90``, ``45s``, ``15m``, ``12h``, ``30d`` (or ``500ms``); ConfigError naming ``name``."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"{name}: {text!r} is not a duration (a number with an optional unit ms, s, m, h, d; "
+                          "e.g. 30d)")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 def _positive(name: str) -> Callable[[str], int]:
@@ -112,6 +154,16 @@ class WorkerConfig:
     app_id: str = "streamrec-worker"
     threads: int = 1
     log_level: str = "info"
+    session_timeout: float = 60.0  # Kafka consumer-group session timeout, seconds
+    state_ttl: float = 0.0  # seconds of event time; 0 = states never expire
+    ttl_sweep: float = 60.0  # seconds between expiry sweeps
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
 
     def __post_init__(self) -> None:
         names = (self.clicks_topic, self.browses_topic, self.output_topic, self.dlq_topic)
@@ -132,6 +184,26 @@ class WorkerConfig:
             raise ConfigError(f"--app-id/STREAMREC_APP_ID: {self.app_id!r} may use letters, digits, '.', '_', '-'")
         if not 0 < self.web_port < 65536:
             raise ConfigError(f"--web-port/STREAMREC_WEB_PORT: {self.web_port} is not a port")
+        if self.session_timeout < 6:
+            raise ConfigError(f"--session-timeout/STREAMREC_SESSION_TIMEOUT: {self.session_timeout} s is below "
+                              "Kafka's default minimum of 6 s")
+        if self.state_ttl < 0 or self.ttl_sweep <= 0:
+            raise ConfigError("--state-ttl must be >= 0 and --ttl-sweep > 0")
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(f"--security-protocol/STREAMREC_SECURITY_PROTOCOL: {self.security_protocol!r} is not "
+                              f"one of {list(SECURITY_PROTOCOLS)}")
+        if self.sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigError(f"--sasl-mechanism/STREAMREC_SASL_MECHANISM: {self.sasl_mechanism!r} is not one of "
+                              f"{list(SASL_MECHANISMS)}")
+        if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
+            raise ConfigError(f"--security-protocol {self.security_protocol} needs --sasl-username and a password "
+                              "(STREAMREC_SASL_USERNAME, STREAMREC_SASL_PASSWORD)")
+        for s in SETTINGS:
+            path = getattr(self, s.field)
+            if s.field.startswith("ssl_") and path is not None and not Path(path).is_file():
+                raise ConfigError(f"{s.flag}/{s.env}: {path} is not a file")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ConfigError("--ssl-certfile and --ssl-keyfile go together (a client certificate and its key)")
 
     @property
     def broker_urls(self) -> list[str]:
@@ -157,8 +229,12 @@ class WorkerConfig:
             text = str(value).strip()
             if name in ("partitions", "replication", "k", "web_port", "threads"):
                 values[name] = _positive(_describe(name))(text)
-            elif name in ("bundle", "data_dir"):
+            elif name in ("bundle", "data_dir", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
                 values[name] = Path(text)
+            elif name in ("state_ttl", "ttl_sweep", "session_timeout"):
+                values[name] = parse_duration(_describe(name), text)
+            elif name in ("security_protocol", "sasl_mechanism"):
+                values[name] = text.upper().replace("-", "_") if name == "security_protocol" else text.upper()
             elif name == "guarantee":
                 values[name] = GUARANTEES.get(text.replace("_", "-"), text)
             elif name == "log_level":

@@ -74,13 +74,25 @@ def _waves(events: Sequence[Interaction]) -> list[list[int]]:
     return waves
 
 
+#: Why an event is not applied again (``already_applied``): a producer sent its event id twice,
+#: or Kafka delivered its offset again (after a crash, before the offset commit).
+DUPLICATE, REDELIVERED = "duplicate", "redelivered"
+
+
+def already_applied(state: UserState | None, event_id: str | None, position: Position | None) -> str | None:
+    """``DUPLICATE`` or ``REDELIVERED`` if the user's state already includes this event, else None."""
+    if state is None:
+        return None
+    if event_id is not None and event_id_hash(event_id) in state.recent_ids:
+        return DUPLICATE
+    if position is not None and position[1] <= state.offsets[position[0]]:
+        return REDELIVERED
+    return None
+
+
 def is_redelivery(state: UserState | None, event_id: str | None, position: Position | None) -> bool:
     """Whether the user's state already includes this event (see the module docstring)."""
-    if state is None:
-        return False
-    if event_id is not None and event_id_hash(event_id) in state.recent_ids:
-        return True
-    return position is not None and position[1] <= state.offsets[position[0]]
+    return already_applied(state, event_id, position) is not None
 
 
 def process(bundle: Bundle, states: Sequence[UserState | None], events: Sequence[Interaction], *,

@@ -59,6 +59,13 @@ def remember(window: tuple[int, ...], value: int, size: int) -> tuple[int, ...]:
     return kept[-size:] if size > 0 else ()
 
 
+def last_ts_of(data: bytes) -> int:
+    """The ``last_ts`` of a packed state, from its header alone (what the expiry sweep reads)."""
+    if len(data) < HEADER.size or data[:4] != MAGIC:
+        raise StateError("not a user state")
+    return int(HEADER.unpack_from(data)[9])
+
+
 @dataclass(frozen=True, eq=False)
 class UserState:
     """One user's state. Immutable: the worker builds a new one per event and assigns it back."""

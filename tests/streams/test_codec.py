@@ -102,3 +102,18 @@ def test_id_problem() -> None:
     assert codec.id_problem("") == "is empty"
     assert "control" in (codec.id_problem("a\nb") or "")
     assert "max" in (codec.id_problem("u" * 300) or "")
+
+
+def test_a_dead_letter_of_a_huge_message_keeps_a_prefix_its_size_and_hash() -> None:
+    import hashlib
+
+    value = b'{"item_id": "' + b"x" * 1_000_000 + b'"}'
+    raw = codec.encode_dead_letter(b"u1", value, Source("clicks", 0, 3), Rejected(codec.TOO_LARGE, "big"), TS)
+    assert len(raw) < 100_000  # fits Kafka's 1 MB default message size with room to spare
+    out = codec.decode_dead_letter(raw)
+    assert out["truncated"] is True and out["value_bytes"] == len(value) and out["key_bytes"] == 2
+    assert out["value"] == value[: codec.MAX_DEAD_LETTER_COPY] and out["key"] == b"u1"
+    assert out["value_sha256"] == hashlib.sha256(value).hexdigest()
+    small = codec.decode_dead_letter(codec.encode_dead_letter(b"u1", b"{}", Source("c", 0, 1),
+                                                              Rejected(codec.INVALID_JSON, "x"), TS))
+    assert small["truncated"] is False and small["value_sha256"] is None and small["value_bytes"] == 2

@@ -10,187 +10,28 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from export.runtime import Bundle
 from model.events import Interaction, by_user
 from streams import codec
-from streams.broker import free_port
-from streams.state import UserState
 from tests.factories import small_events
+from tests.streams.workers import (ATOL, PARTITIONS, Names, Reader, assert_equal_to_offline, final_states, malformed,
+                                   produce, reference, source_of, start_worker)
 
 REPO = Path(__file__).resolve().parents[2]
-PARTITIONS = 4
-ATOL = 1e-5
-
-
-# ---- helpers ---------------------------------------------------------------------------------
-@dataclass
-class Names:
-    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-
-    def __getattr__(self, kind: str) -> str:  # clicks, browses, recs, dlq, app
-        return f"t{self.tag}-{kind}"
-
-
-@dataclass
-class Worker:
-    proc: subprocess.Popen[bytes]
-    log: Path
-    port: int
-
-    def get(self, path: str) -> tuple[int, dict]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
-
-    def tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"worker exited with {self.proc.returncode}:\n{self.tail()}"
-            try:
-                status, body = self.get("/health")
-                if status == 200 and body["ready"]:
-                    return
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"worker not ready after {timeout}s:\n{self.tail()}")
-
-    def stop(self, timeout: float = 60.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise AssertionError(f"worker ignored SIGTERM for {timeout}s:\n{self.tail()}") from None
-
-
-def start_worker(broker: str, bundle_dir: Path, names: Names, data_dir: Path, *extra: str) -> Worker:
-    exe = Path(sys.executable).with_name("streamrec")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "cli.main"]
-    port = free_port()
-    args = ["worker", "--bundle", str(bundle_dir), "--brokers", broker, "--clicks-topic", names.clicks,
-            "--browses-topic", names.browses, "--output-topic", names.recs, "--dlq-topic", names.dlq,
-            "--partitions", str(PARTITIONS), "--data-dir", str(data_dir), "--web-host", "127.0.0.1",
-            "--web-port", str(port), "--app-id", names.app, *extra]
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log = data_dir / f"worker-{time.time_ns()}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")} | {"PYTHONUNBUFFERED": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd + args, stdout=out, stderr=subprocess.STDOUT, cwd=data_dir, env=env)
-    return Worker(proc, log, port)
-
-
-class Reader:
-    """Reads a topic from the beginning, all partitions, incrementally."""
-
-    def __init__(self, broker: str, topic: str, **kw: object) -> None:
-        self.consumer = KafkaConsumer(bootstrap_servers=broker, group_id=None, enable_auto_commit=False, **kw)
-        deadline = time.monotonic() + 30
-        while not (parts := self.consumer.partitions_for_topic(topic)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert parts, f"topic {topic} does not exist"
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        self.consumer.assign(tps)
-        self.consumer.seek_to_beginning(*tps)
-        self.records: list = []
-
-    def read_until(self, done: Callable[[list], bool], timeout: float = 90.0) -> list:
-        deadline = time.monotonic() + timeout
-        while not done(self.records) and time.monotonic() < deadline:
-            for batch in self.consumer.poll(timeout_ms=300).values():
-                self.records.extend(batch)
-        return self.records
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
-def _message(e: Interaction) -> bytes:
-    return json.dumps({"user_id": e.user_id, "item_id": e.item_id, "ts": e.ts}).encode()
-
-
-def produce(producer: KafkaProducer, names: Names, events: list[Interaction]) -> dict[tuple, Interaction]:
-    """Send events keyed by user, clicks and browses to their topics; (topic, partition, offset) -> event."""
-    futures = [(producer.send(names.clicks if e.event_type == "click" else names.browses,
-                              key=e.user_id.encode(), value=_message(e)), e) for e in events]
-    producer.flush()
-    return {(md.topic, md.partition, md.offset): e for f, e in futures for md in [f.get(timeout=30)]}
-
-
-def malformed(names: Names) -> list[tuple[str, bytes | None, bytes, str]]:
-    """(topic, key, value, expected reason) for each kind of bad message."""
-    ok = {"user_id": "bad1", "item_id": "i1", "ts": 1_700_000_000_000}
-    j = lambda **kw: json.dumps({**ok, **kw}).encode()  # noqa: E731
-    return [(names.clicks, b"bad1", b"{not json", codec.INVALID_JSON),
-            (names.browses, b"bad1", b"\xff\xfe\x00", codec.NOT_UTF8),
-            (names.clicks, b"bad1", b'["bad1", "i1"]', codec.NOT_AN_OBJECT),
-            (names.clicks, b"bad1", json.dumps({"user_id": "bad1", "ts": 1}).encode(), codec.MISSING_FIELD),
-            (names.browses, b"bad1", j(ts="1700000000000"), codec.WRONG_TYPE),
-            (names.clicks, b"bad1", j(event_type="purchase"), codec.UNKNOWN_EVENT_TYPE),
-            (names.clicks, b"bad1", j(ts=-5), codec.BAD_TS),
-            (names.browses, b"bad1", j(ts=5_000_000_000_000), codec.BAD_TS),
-            (names.clicks, b"someone-else", j(), codec.KEY_MISMATCH),
-            (names.clicks, None, j(), codec.MISSING_KEY),
-            (names.browses, b"", j(user_id=""), codec.INVALID_ID),
-            (names.clicks, b"bad1", b" " * (codec.MAX_MESSAGE_BYTES + 1), codec.TOO_LARGE)]
-
-
-def source_of(record) -> tuple[str, int, int]:  # type: ignore[no-untyped-def]
-    """The input message an output message answers: (topic, partition, offset)."""
-    src = json.loads(record.value)["source"]
-    return src["topic"], src["partition"], src["offset"]
-
-
-def reference(bundle: Bundle, by_hand: Callable, recs: list, sent: dict[tuple, Interaction]) -> dict[str, list]:
-    """Per user: (output message, by-hand step) pairs, over the user's events in the worker's order."""
-    per_user: dict[str, list] = defaultdict(list)
-    for r in recs:
-        per_user[r.key.decode()].append(json.loads(r.value))
-    out = {}
-    for user, msgs in per_user.items():
-        events = [sent[(m["source"]["topic"], m["source"]["partition"], m["source"]["offset"])] for m in msgs]
-        out[user] = list(zip(msgs, by_hand(bundle, events), events))
-    return out
-
-
-def assert_equal_to_offline(pairs: dict[str, list], version: str) -> None:
-    for user, steps in pairs.items():
-        for msg, step, event in steps:
-            assert msg["user_id"] == user == event.user_id and msg["event_ts"] == event.ts
-            assert msg["model_version"] == version
-            assert msg["items"] == step.items, (user, msg["source"])
-            np.testing.assert_allclose(msg["scores"], step.scores, atol=ATOL, rtol=0)
-
-
-def final_states(broker: str, names: Names, version: str) -> dict[str, UserState]:
-    """The last value per user in the state table's changelog topic."""
-    reader = Reader(broker, f"{names.app}-user-state-{version}-changelog")
-    end = sum(reader.consumer.end_offsets(list(reader.consumer.assignment())).values())
-    records = reader.read_until(lambda rs: len(rs) >= end, timeout=30)
-    reader.close()
-    return {r.key.decode(): UserState.unpack(r.value) for r in records}
 
 
 # ---- tests -----------------------------------------------------------------------------------
@@ -247,7 +88,7 @@ def test_stream_restart_dead_letters_and_http(kafka_broker, bundle_dir: Path, bu
     assert sorted(json.loads(r.value)["reason"] for r in dlq) == sorted(reason for *_, reason in bad)
     for r in dlq:
         letter = codec.decode_dead_letter(r.value)
-        topic, key, value, reason = next(b for b in bad if b[3] == letter["reason"] and b[2] == letter["value"])
+        topic, key, value, reason = next(b for b in bad if b[3] == letter["reason"] and b[2][: codec.MAX_DEAD_LETTER_COPY] == letter["value"])
         assert letter["key"] == key and letter["source"]["topic"] == topic and r.key == key
     status, health = worker.get("/health")
     assert status == 200 and health["torch_imported"] is False and health["model_version"] == bundle.version
@@ -355,3 +196,63 @@ def test_config_flags_win_over_the_environment_and_round_trip(tmp_path: Path) ->
         WorkerConfig.from_env(env, output_topic="clicks")
     with pytest.raises(ConfigError, match="not HOST:PORT"):
         WorkerConfig.from_env(env, brokers="localhost")
+
+
+def test_reconciliation_duplicate_event_ids_and_read_only_http(kafka_broker, bundle_dir: Path, bundle: Bundle,
+                                                               by_hand: Callable, tmp_path: Path) -> None:
+    """Every kind of bad message and repeated event ids, interleaved with valid events: produced =
+    processed (applied + duplicates dropped) + dead-lettered, each repeat dropped once, the worker
+    keeps going, and its lists equal the offline ones."""
+    names, broker = Names(), kafka_broker.bootstrap
+    events = small_events(users=40, items=120, seed=13)[:300]
+    bad = malformed(names)
+    worker = start_worker(broker, bundle_dir, names, tmp_path / "state")
+    worker.wait_ready()
+    producer = KafkaProducer(bootstrap_servers=broker, linger_ms=5, max_request_size=2 << 20)
+    futures, repeats = [], 0
+    for n, e in enumerate(events):
+        topic = names.clicks if e.event_type == "click" else names.browses
+        value = json.dumps({"user_id": e.user_id, "item_id": e.item_id, "ts": e.ts, "event_id": f"ev-{n}"}).encode()
+        for _ in range(2 if n % 10 == 0 else 1):  # every 10th event twice: a producer's retry
+            futures.append((producer.send(topic, key=e.user_id.encode(), value=value), e))
+        repeats += n % 10 == 0
+        if n % 15 == 0 and bad[n // 15:]:
+            topic, key, value, _ = bad[n // 15]
+            producer.send(topic, key=key, value=value)
+    assert 300 // 15 >= len(bad)
+    producer.flush()
+    coords = [(md.topic, md.partition, md.offset) for f, _ in futures for md in [f.get(timeout=30)]]
+    sent = {c: e for c, (_, e) in zip(coords, futures)}
+    produced = len(futures) + len(bad)
+
+    out = Reader(broker, names.recs)
+    recs = out.read_until(lambda rs: len(rs) >= len(events))
+    deadline = time.monotonic() + 60
+    while (counts := worker.get("/health")[1]["counts"]).get("received", 0) < produced and time.monotonic() < deadline:
+        time.sleep(0.5)
+    out.read_until(lambda rs: False, timeout=2)
+    dlq = Reader(broker, names.dlq).read_until(lambda rs: len(rs) >= len(bad), timeout=30)
+    _, health = worker.get("/health")
+    counts = health["counts"]
+    assert counts["received"] == produced
+    assert counts["processed"] + counts["rejected"] == produced  # reconciliation
+    assert (counts["emitted"], counts["duplicate"], counts["rejected"]) == (len(events), repeats, len(bad))
+    assert len(out.records) == len(events) and len({source_of(r) for r in out.records}) == len(events)
+    assert sorted(json.loads(r.value)["reason"] for r in dlq) == sorted(reason for *_, reason in bad)
+    assert health["rejected"] == dict(Counter(reason for *_, reason in bad))
+    for r in dlq:  # each dead letter carries its original bytes (a prefix of the 1 MB one, with its size)
+        letter = codec.decode_dead_letter(r.value)
+        original = next(v for _, _, v, reason in bad if reason == letter["reason"] and
+                        v[: codec.MAX_DEAD_LETTER_COPY] == letter["value"])
+        assert letter["value_bytes"] == len(original) and letter["truncated"] == (len(original) > len(letter["value"]))
+    assert_equal_to_offline(reference(bundle, by_hand, recs, sent), bundle.version)
+
+    # The HTTP endpoint is read-only: other methods than GET are refused.
+    for path in (f"/recommendations/{events[0].user_id}", "/health"):
+        request = urllib.request.Request(f"http://127.0.0.1:{worker.port}{path}", data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(request, timeout=10)
+        assert err.value.code == 405
+    assert worker.stop() == 0, worker.tail()
+    out.close()
+    producer.close()

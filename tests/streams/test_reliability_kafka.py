@@ -1,0 +1,223 @@
+"""Reliability against real brokers: a broker restart mid-stream, a second worker joining and the
+first leaving, idle states expiring through changelog tombstones, and SASL authentication.
+
+Tests that restart or reconfigure a broker start their own (``own_broker``), so the session's broker
+stays undisturbed. As in test_crash_kafka.py, a user's events all go to one input topic, so the
+uninterrupted run's order is the production order, and the reference is the bundle stepped by hand.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kafka import KafkaProducer
+
+from export.runtime import Bundle
+from model.events import Interaction, by_user
+from streams.broker import Broker, free_port, start_broker
+from tests.factories import small_events
+from tests.streams.workers import (Distinct, ATOL, Names, Reader, assert_equal_to_offline, final_states, produce, reference,
+                                   source_of, start_worker)
+
+
+def one_topic_per_user(users: int, seed: int) -> list[Interaction]:
+    events = sorted(small_events(users=users, items=120, seed=seed), key=lambda e: e.ts)
+    kind = {u: ("click", "browse")[i % 2] for i, u in enumerate(sorted({e.user_id for e in events}))}
+    return [Interaction(e.user_id, e.item_id, kind[e.user_id], e.ts) for e in events]
+
+
+def own_broker(tmp_path: Path, extra: dict[str, str] | None = None) -> Broker:
+    return start_broker(data_dir=tmp_path / "kafka", name=None, record_state=False, extra_config=extra,
+                        die_with_parent=True, timeout=180)
+
+
+def check_complete(bundle: Bundle, by_hand: Callable, recs: list, sent: dict, broker: str, names: Names) -> int:
+    """Every input has a recommendation, duplicates repeat their source and list, lists and final
+    states equal the uninterrupted run. Returns the number of duplicates."""
+    by_source: dict[tuple, list[dict]] = defaultdict(list)
+    for r in recs:
+        by_source[source_of(r)].append(json.loads(r.value))
+    assert set(by_source) == set(sent), f"{len(set(sent) - set(by_source))} input events lack a recommendation"
+    for copies in by_source.values():
+        assert all((c["items"], c["scores"]) == (copies[0]["items"], copies[0]["scores"]) for c in copies)
+    seen: set[tuple] = set()
+    firsts = [r for r in recs if (src := source_of(r)) not in seen and not seen.add(src)]  # first copies, in order
+    pairs = reference(bundle, by_hand, firsts, sent)
+    assert_equal_to_offline(pairs, bundle.version)
+    states = final_states(broker, names, bundle.version)
+    for user, steps in pairs.items():
+        state, (_, step, _) = states[user], steps[-1]
+        assert state is not None and state.count == len(steps), user
+        np.testing.assert_allclose(state.h, step.h, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(state.c, step.c, atol=1e-6, rtol=0)
+    return sum(len(v) - 1 for v in by_source.values())
+
+
+def sorted_by_production(recs: list, sent: dict) -> list:
+    """Recommendations ordered per user as produced (the worker may have answered a user's events
+    from several processes: the per-partition output order is then not the input order)."""
+    return sorted(recs, key=lambda r: (r.key, sent[source_of(r)].ts, source_of(r)))
+
+
+def test_broker_restart_mid_stream(tmp_path: Path, bundle_dir: Path, bundle: Bundle, by_hand: Callable) -> None:
+    kafka = own_broker(tmp_path)
+    names, broker = Names(), kafka.bootstrap
+    events = one_topic_per_user(users=150, seed=31)[:4000]
+    worker = start_worker(broker, bundle_dir, names, tmp_path / "state")
+    worker.wait_ready()
+    producer = KafkaProducer(bootstrap_servers=broker, linger_ms=5)
+    sent = produce(producer, names, events[:2000])
+    out = Reader(broker, names.recs)
+    out.read_until(lambda rs: len(rs) >= 700)
+    producer.close()
+    out.close()
+    kafka.restart()  # SIGTERM, then the same ports and data: the worker must find its way back alone
+    assert worker.proc.poll() is None, worker.tail()
+    producer = KafkaProducer(bootstrap_servers=broker, linger_ms=5)
+    sent.update(produce(producer, names, events[2000:]))
+    out = Reader(broker, names.recs)
+    recs = out.read_until(Distinct(len(events)), timeout=300)
+    assert worker.proc.poll() is None, worker.tail()
+    assert worker.stop() == 0, worker.tail()
+    duplicates = check_complete(bundle, by_hand, sorted_by_production(recs, sent), sent, broker, names)
+    print(f"\n[broker restart] {len(events)} events, {duplicates} duplicates")
+    out.close()
+    producer.close()
+    kafka.stop()
+
+
+def test_second_worker_joins_then_first_leaves(kafka_broker, tmp_path: Path, bundle_dir: Path, bundle: Bundle,
+                                               by_hand: Callable) -> None:
+    names, broker = Names(), kafka_broker.bootstrap
+    events = one_topic_per_user(users=200, seed=32)[:6000]
+    thirds = [events[:2000], events[2000:4000], events[4000:]]
+    first = start_worker(broker, bundle_dir, names, tmp_path / "state-1")
+    first.wait_ready()
+    producer = KafkaProducer(bootstrap_servers=broker, linger_ms=5)
+    out = Reader(broker, names.recs)
+    sent = produce(producer, names, thirds[0])
+    out.read_until(lambda rs: len(rs) >= 1500)
+    second = start_worker(broker, bundle_dir, names, tmp_path / "state-2")  # joins: partitions are shared
+    sent.update(produce(producer, names, thirds[1]))
+    second.wait_ready(timeout=180)
+    out.read_until(Distinct(3500), timeout=300)
+    _, health2 = second.get("/health")
+    assert first.stop() == 0, first.tail()  # leaves: the second takes over every partition
+    sent.update(produce(producer, names, thirds[2]))
+    recs = out.read_until(Distinct(len(events)), timeout=300)
+    _, health2_end = second.get("/health")
+    assert second.stop() == 0, second.tail()
+    assert health2_end["counts"].get("emitted", 0) > 0
+    duplicates = check_complete(bundle, by_hand, sorted_by_production(recs, sent), sent, broker, names)
+    print(f"\n[rebalance] {len(events)} events; second worker emitted {health2['counts'].get('emitted', 0)} "
+          f"while both ran, {health2_end['counts'].get('emitted', 0)} in all; {duplicates} duplicates")
+    out.close()
+    producer.close()
+
+
+def test_idle_states_expire_with_tombstones(kafka_broker, tmp_path: Path, bundle_dir: Path, bundle: Bundle,
+                                            by_hand: Callable) -> None:
+    names, broker = Names(), kafka_broker.bootstrap
+    day = 86_400_000
+    events = small_events(users=60, items=120, seed=33)
+    seqs = {u: seq[:5] for u, seq in by_user(events).items()}
+    users = sorted(seqs)
+    idle, active = users[: len(users) // 2], users[len(users) // 2:]
+    t0 = min(e.ts for seq in seqs.values() for e in seq)
+    # idle users act at t0 only; active users at t0 + 1.5 days and t0 + 3 days. With a TTL of 2 days
+    # nobody expires until the t0 + 3 days events come, then exactly the idle users do.
+    day0 = [Interaction(e.user_id, e.item_id, e.event_type, t0 + (0 if u in idle else 3 * day // 2) + n)
+            for u in users for n, e in enumerate(seqs[u][:2])]
+    day3 = [Interaction(e.user_id, e.item_id, e.event_type, t0 + 3 * day + n) for u in active
+            for n, e in enumerate(seqs[u][2:])]
+    original, seqs = seqs, {u: [e for e in day0 + day3 if e.user_id == u] for u in users}
+    worker = start_worker(broker, bundle_dir, names, tmp_path / "state", "--state-ttl", "2d", "--ttl-sweep", "1")
+    worker.wait_ready()
+    producer = KafkaProducer(bootstrap_servers=broker, linger_ms=5)
+    out = Reader(broker, names.recs)
+    sent = produce(producer, names, sorted(day0, key=lambda e: e.ts))
+    out.read_until(lambda rs: len(rs) >= len(day0))
+    time.sleep(2)  # a sweep runs: nobody is idle for 2 days yet
+    assert worker.get("/health")[1]["counts"].get("expired", 0) == 0
+    sent.update(produce(producer, names, day3))
+    out.read_until(lambda rs: len(rs) >= len(day0) + len(day3))
+    deadline = time.monotonic() + 30
+    while worker.get("/health")[1]["counts"].get("expired", 0) < len(idle) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert worker.get("/health")[1]["counts"].get("expired", 0) == len(idle)
+    assert all(worker.get(f"/recommendations/{u}")[0] == 404 for u in idle)
+    assert all(worker.get(f"/recommendations/{u}")[0] == 200 for u in active)
+    # an expired user who comes back starts afresh, exactly like a new user
+    back = idle[0]
+    comeback = Interaction(back, original[back][2].item_id, original[back][2].event_type, t0 + 3 * day + 999)
+    sent.update(produce(producer, names, [comeback]))
+    recs = out.read_until(lambda rs: len(rs) >= len(day0) + len(day3) + 1)
+    assert worker.stop() == 0, worker.tail()
+    last = next(json.loads(r.value) for r in reversed(recs) if r.key == back.encode())
+    fresh = by_hand(bundle, [comeback])[-1]
+    assert last["items"] == fresh.items
+    np.testing.assert_allclose(last["scores"], fresh.scores, atol=ATOL, rtol=0)
+    states = final_states(broker, names, bundle.version)  # the changelog: tombstones for the idle users
+    assert all(states[u] is None for u in idle[1:])
+    assert states[back] is not None and states[back].count == 1
+    assert all(states[u] is not None and states[u].count == len(seqs[u]) for u in active)
+    out.close()
+    producer.close()
+
+
+SASL_USER, SASL_PASSWORD = "streamrec", "s3cret-pw"
+
+
+def test_sasl_settings_pass_through(tmp_path: Path, bundle_dir: Path, bundle: Bundle, by_hand: Callable) -> None:
+    sasl_port = free_port()
+    jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" '
+            f'password="admin-pw" user_admin="admin-pw" user_{SASL_USER}="{SASL_PASSWORD}";')
+    kafka = own_broker(tmp_path, {
+        "listeners": f"PLAINTEXT://127.0.0.1:{{port}},CONTROLLER://127.0.0.1:{{controller_port}},"
+                     f"SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{{port}},SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas})
+    names, sasl = Names(), f"127.0.0.1:{sasl_port}"
+    auth = ["--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "PLAIN", "--sasl-username", SASL_USER]
+
+    wrong = start_worker(sasl, bundle_dir, names, tmp_path / "wrong", *auth, "--sasl-password", "nope")
+    code = wrong.proc.wait(120)
+    assert code != 0 and "check the credentials" in wrong.log.read_text(), wrong.tail()
+
+    worker = start_worker(sasl, bundle_dir, names, tmp_path / "state", *auth, "--sasl-password", SASL_PASSWORD)
+    worker.wait_ready()
+    events = small_events(users=30, items=120, seed=34)[:300]
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=5)  # the test itself uses PLAINTEXT
+    sent = produce(producer, names, events)
+    recs = Reader(kafka.bootstrap, names.recs).read_until(lambda rs: len(rs) >= len(events))
+    assert worker.stop() == 0, worker.tail()
+    assert len(recs) == len(events)
+    assert_equal_to_offline(reference(bundle, by_hand, recs, sent), bundle.version)
+    producer.close()
+    kafka.stop()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"--security-protocol": "SASL_SSL"}, "needs --sasl-username and a password"),
+    ({"--security-protocol": "TLS"}, "is not one of"),
+    ({"--ssl-cafile": "/nonexistent/ca.pem"}, "is not a file"),
+    ({"--state-ttl": "soon"}, "is not a duration"),
+])
+def test_security_and_ttl_flags_are_checked(bad: dict, message: str, tmp_path: Path) -> None:
+    from streams.config import ConfigError, WorkerConfig
+
+    fields = {"--security-protocol": "security_protocol", "--ssl-cafile": "ssl_cafile", "--state-ttl": "state_ttl"}
+    with pytest.raises(ConfigError, match=message):
+        WorkerConfig.from_env({"STREAMREC_BUNDLE": str(tmp_path)}, **{fields[k]: v for k, v in bad.items()})
+    config = WorkerConfig.from_env({"STREAMREC_BUNDLE": str(tmp_path), "STREAMREC_STATE_TTL": "30d",
+                                    "STREAMREC_SASL_PASSWORD": "pw"}, security_protocol="sasl-plaintext",
+                                   sasl_username="u")
+    assert (config.state_ttl, config.security_protocol) == (30 * 86400.0, "SASL_PLAINTEXT")
+    assert WorkerConfig.from_env(config.to_env()) == config
