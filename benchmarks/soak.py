@@ -3,6 +3,7 @@
     ./run python benchmarks/soak.py                          # 30 minutes at 100 events/s, at-least-once
     ./run python benchmarks/soak.py --minutes 2              # smoke run (warmup shortened to 1 minute)
     ./run python benchmarks/soak.py --bundle bundles/x --brokers 127.0.0.1:9092 --rate 150 --guarantee exactly-once
+    ./run python benchmarks/soak.py --replot benchmarks/results/soak.json   # summary + plot again, no run
 
 The claim it checks: at a rate well below the worker's capacity (about 250-400 events/s with 1
 ONNX thread on a loaded 2-core machine, see benchmarks/streaming.py), the worker's memory stays
@@ -23,7 +24,8 @@ order the stream, they do not pace it). This script only watches; every --sample
 
   rss        the worker's resident memory (VmRSS of its process and any children, /proc); also
              its peak (VmHWM), its thread count and, with a private broker, the broker JVM's RSS
-  cpu        the worker's CPU time over the interval, % of one core (utime + stime, /proc)
+  cpu        the worker's CPU time over the interval, % of one core (utime + stime, /proc), and the
+             time its threads were runnable but waited for a core (schedstat): other jobs' share
   lag        end offsets of the input topics (KafkaConsumer.end_offsets) minus the offsets the
              worker's consumer group (its --app-id) committed (KafkaAdminClient.
              list_consumer_group_offsets), summed over the partitions; in seconds = lag / rate.
@@ -39,7 +41,7 @@ broker (also on Ctrl-C or an error: cli/processes.py).
 
 Summary (post-warmup = samples after the first --warmup minutes, before the drain): worker RSS at
 the end of warmup, median, max, end, and its slope in MB per 10 minutes (least-squares line
-through the post-warmup samples); lag p50/p99/max in events and max lag in seconds; offered rate
+through the post-warmup samples, and through the last 10 minutes only); lag p50/p99/max in events and max lag in seconds; offered rate
 (producer) vs achieved (emitted per second) over the post-warmup window; counters and
 reconciliation (produced = processed + rejected). Writes benchmarks/results/soak.json (every
 sample, the summary, the machine's core count and load averages: other jobs make timings noisy)
@@ -105,6 +107,18 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
     except (OSError, ValueError, IndexError):
         return 0.0
+
+
+def runq_wait_seconds(pid: int) -> float:
+    """Time the threads of one process spent runnable but waiting for a CPU (/proc/<pid>/task/*/schedstat,
+    2nd field, ns): high when other jobs crowd the cores."""
+    total = 0
+    for f in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(f.read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
 
 
 def dir_bytes(path: Path) -> int:
@@ -174,16 +188,19 @@ class Sampler:
         self.pid, self.port, self.lag, self.state_dir, self.rate = worker_pid, port, lag, state_dir, rate
         self.broker_pid = broker_pid
         self.t0 = time.monotonic()
-        self.last_cpu = (time.monotonic(), self._cpu())
+        self.last_cpu = (time.monotonic(), self._cpu(), self._wait())
         self.samples: list[dict] = []
 
     def _cpu(self) -> float:
         return sum(cpu_seconds(p) for p in tree(self.pid))
 
+    def _wait(self) -> float:
+        return sum(runq_wait_seconds(p) for p in tree(self.pid))
+
     def sample(self, phase: str) -> dict:
-        now, cpu = time.monotonic(), self._cpu()
-        t_prev, cpu_prev = self.last_cpu
-        self.last_cpu = (now, cpu)
+        now, cpu, wait = time.monotonic(), self._cpu(), self._wait()
+        t_prev, cpu_prev, wait_prev = self.last_cpu
+        self.last_cpu = (now, cpu, wait)
         pids = tree(self.pid)
         st = [proc_status(p) for p in pids]
         s: dict = {"t": round(now - self.t0, 2), "phase": phase, "wall": time.strftime("%H:%M:%S"),
@@ -191,7 +208,10 @@ class Sampler:
                    "hwm_mb": round(sum(x.get("VmHWM", 0) for x in st) / 1024, 2),
                    "threads": sum(x.get("Threads", 0) for x in st), "processes": len(pids),
                    "cpu_pct": round(100 * (cpu - cpu_prev) / (now - t_prev), 1) if now > t_prev else None,
-                   "cpu_s": round(cpu, 2)}
+                   "cpu_s": round(cpu, 2),
+                   # % of the interval the worker's threads (summed) waited for a CPU: the machine's other jobs
+                   "runq_wait_pct": round(100 * max(0.0, wait - wait_prev) / (now - t_prev), 1) if now > t_prev
+                   else None}
         try:
             s.update(self.lag.read())
             s["lag_s"] = round(s["lag"] / self.rate, 2)
@@ -273,6 +293,13 @@ def percentile(xs: list[float], q: float) -> float | None:
     return xs[lo] + (xs[hi] - xs[lo]) * (i - lo)
 
 
+def _last_slope(post: list[dict], seconds: float) -> float | None:
+    """RSS slope (MB per 10 min) over the last ``seconds`` of the post-warmup samples: has it levelled off?"""
+    tail = [s for s in post if s["t"] >= post[-1]["t"] - seconds]
+    slope = lstsq_slope([s["t"] for s in tail], [s["rss_mb"] for s in tail])
+    return None if slope is None else round(slope * 600, 2)
+
+
 def summarize(doc: dict) -> dict:
     samples, rate = doc["samples"], doc["config"]["rate"]
     warm = doc["config"]["warmup_minutes"] * 60
@@ -286,6 +313,7 @@ def summarize(doc: dict) -> dict:
     out["rss_mb"] = {"warmup_end": rss[0], "median": statistics.median(rss), "max": max(rss), "end": rss[-1],
                      "min": min(rss), "slope_mb_per_10min": None if slope is None else round(slope * 600, 2),
                      "growth_mb": round(rss[-1] - rss[0], 2),
+                     "slope_last_10min_mb_per_10min": _last_slope(post, 600),
                      "overall_max": max(s["rss_mb"] for s in samples), "peak_hwm": max(s["hwm_mb"] for s in samples)}
     lags = [s["lag"] for s in post if "lag" in s]
     if lags:
@@ -299,6 +327,9 @@ def summarize(doc: dict) -> dict:
     cpu = [s["cpu_pct"] for s in post if s.get("cpu_pct") is not None]
     if cpu:
         out["cpu_pct"] = {"median": statistics.median(cpu), "max": max(cpu)}
+    wait = [s["runq_wait_pct"] for s in post if s.get("runq_wait_pct") is not None]
+    if wait:
+        out["runq_wait_pct"] = {"median": statistics.median(wait), "max": max(wait)}
     a, b = post[0], post[-1]
     dt = b["t"] - a["t"]
     if dt > 0 and "produced" in a and "produced" in b:
@@ -349,7 +380,8 @@ def table(doc: dict) -> str:
         lines.append(f"\nworker RSS (MB)   after warmup {f(r['warmup_end'], ',.1f')}   median {f(r['median'], ',.1f')}"
                      f"   max {f(r['max'], ',.1f')}   end {f(r['end'], ',.1f')}   slope {f(r['slope_mb_per_10min'], '+,.2f')}"
                      f" MB / 10 min (least squares, post-warmup)   growth {f(r['growth_mb'], '+,.1f')} MB")
-        lines.append(f"                  max over the whole run {f(r['overall_max'], ',.1f')}, peak VmHWM "
+        lines.append(f"                  slope over the last 10 min {f(r.get('slope_last_10min_mb_per_10min'), '+,.2f')} "
+                     f"MB / 10 min; max over the whole run {f(r['overall_max'], ',.1f')}, peak VmHWM "
                      f"{f(r['peak_hwm'], ',.1f')}")
     lg, ls = s.get("lag_events"), s.get("lag_s")
     if lg:
@@ -366,7 +398,11 @@ def table(doc: dict) -> str:
         lines.append(f"rate              offered {f(rt['offered'], ',.1f')} events/s, achieved {f(rt['achieved_emitted'], ',.1f')}"
                      f" emitted/s ({f(rt['ratio'], '.1%')}) over {f(rt['window_s'])} s post-warmup")
     if s.get("cpu_pct"):
-        lines.append(f"worker CPU        median {f(s['cpu_pct']['median'], '.0f')}% max {f(s['cpu_pct']['max'], '.0f')}% of one core")
+        w = s.get("runq_wait_pct", {})
+        lines.append(f"worker CPU        median {f(s['cpu_pct']['median'], '.0f')}% max {f(s['cpu_pct']['max'], '.0f')}% of one core"
+                     + (f"; threads waiting for a CPU median {f(w.get('median'), '.0f')}% max {f(w.get('max'), '.0f')}%"
+                        " (summed over threads)"
+                        if w else ""))
     if s.get("rocksdb_mb"):
         rb = s["rocksdb_mb"]
         lines.append(f"RocksDB folder    {f(rb['warmup_end'], ',.1f')} MB after warmup, {f(rb['end'], ',.1f')} MB at the end")
@@ -448,6 +484,16 @@ def plot(doc: dict, path: Path) -> Path | None:
     return path
 
 
+def replot(path: Path) -> int:
+    doc = json.loads(path.read_text())
+    doc["summary"] = summarize(doc)
+    doc["plot_file"] = str(plot(doc, path.with_suffix(".png")))
+    doc["results_file"] = str(path)
+    path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    print(table(doc), flush=True)
+    return 1 if doc.get("errors") else 0
+
+
 # ---- main -------------------------------------------------------------------------------------
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -472,7 +518,11 @@ def main() -> int:
     ap.add_argument("--ready-timeout", type=float, default=180.0, help="seconds the worker may take to be ready")
     ap.add_argument("--workdir", help="keep everything here (default: a temporary folder, deleted unless a step failed)")
     ap.add_argument("--out", default=str(RESULTS / "soak.json"), help="results file (the plot goes beside it, .png)")
+    ap.add_argument("--replot", metavar="JSON",
+                    help="run nothing: recompute the summary, table and plot of an earlier soak.json (in place)")
     a = ap.parse_args()
+    if a.replot:
+        return replot(Path(a.replot).resolve())
     if a.rate <= 0 or a.minutes <= 0 or a.sample_every <= 0:
         ap.error("--rate, --minutes and --sample-every must be > 0")
     warmup = min(a.warmup, a.minutes / 2)
