@@ -62,8 +62,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     defaults = {f: getattr(WorkerConfig, f, None) for f in (s.field for s in SETTINGS)}
     for s in SETTINGS:
         default = defaults[s.field]
-        shown = "required" if s.field == "bundle" else ("the bundle's k" if default is None else
-                                                        str(default).replace("_", "-"))
+        shown = ("required" if s.field == "bundle" else "the bundle's k" if s.field == "k" else
+                 "none" if default is None else str(default).replace("_", "-"))
         parser.add_argument(s.flag, dest=s.field, metavar=s.metavar, default=None,
                             help=f"{s.help} [{s.env}] ({'' if shown == 'required' else 'default: '}{shown})")
     parser.set_defaults(func=run)

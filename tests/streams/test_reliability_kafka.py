@@ -21,14 +21,8 @@ from export.runtime import Bundle
 from model.events import Interaction, by_user
 from streams.broker import Broker, free_port, start_broker
 from tests.factories import small_events
-from tests.streams.workers import (Distinct, ATOL, Names, Reader, assert_equal_to_offline, final_states, produce, reference,
-                                   source_of, start_worker)
-
-
-def one_topic_per_user(users: int, seed: int) -> list[Interaction]:
-    events = sorted(small_events(users=users, items=120, seed=seed), key=lambda e: e.ts)
-    kind = {u: ("click", "browse")[i % 2] for i, u in enumerate(sorted({e.user_id for e in events}))}
-    return [Interaction(e.user_id, e.item_id, kind[e.user_id], e.ts) for e in events]
+from tests.streams.workers import (ATOL, Distinct, Names, Reader, assert_equal_to_offline, final_states,
+                                   one_topic_per_user, produce, reference, source_of, start_worker)
 
 
 def own_broker(tmp_path: Path, extra: dict[str, str] | None = None) -> Broker:

@@ -207,3 +207,14 @@ class Distinct:
             self.seen.add(source_of(r))
         self.upto = len(records)
         return len(self.seen) >= self.n
+
+
+def one_topic_per_user(users: int, seed: int, n: int | None = None) -> list[Interaction]:
+    """Synthetic events in time order (the first ``n``) where each user's events are all clicks or all
+    browses: one input topic per user, so every run of the worker sees a user's events in production
+    order, and an uninterrupted run is the bundle stepped by hand in that order."""
+    from tests.factories import small_events
+
+    events = sorted(small_events(users=users, items=120, seed=seed), key=lambda e: e.ts)[:n]
+    kind = {u: ("click", "browse")[i % 2] for i, u in enumerate(sorted({e.user_id for e in events}))}
+    return [Interaction(e.user_id, e.item_id, kind[e.user_id], e.ts) for e in events]
