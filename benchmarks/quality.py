@@ -54,10 +54,15 @@ def run_set(name: str, seeds: list[int], ablation: bool, budget: float, threads:
                             {"name": name}, progress=True, with_baselines=out["baselines"] is None)
                 doc["model"]["train_seconds"] = round(time.monotonic() - t0, 1)
                 doc["model"]["best_epoch"] = doc["best_valid"]["epoch"]
+                doc["model"]["valid_NDCG@10"] = doc["best_valid"].get("valid_NDCG@10")
+                doc["model"]["valid_HR@10"] = doc["best_valid"].get("valid_HR@10")
+                doc["model"]["train_config"] = doc["train_config"]
+                doc["model"]["config"] = doc["config"]
             if out["baselines"] is None:
                 out["baselines"] = doc["baselines"]
             runs.append(doc["model"])
-        mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if isinstance(runs[0][k], (int, float))}
+        mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]
+                if isinstance(runs[0][k], (int, float)) and not isinstance(runs[0][k], bool)}
         out["models"][label] = {"seeds": seeds, "runs": runs, "mean": mean}
     return out
 
@@ -79,7 +84,8 @@ def main() -> None:
         print(metrics_table({**rows, **res["baselines"]}, ("Precision@10", "F1@10", "Precision@20", "F1@20", "AUC")))
         for label, v in res["models"].items():
             print(f"{label}: " + ", ".join(f"seed {sd}: NDCG@10 {r['NDCG@10']:.4f} HR@10 {r['HR@10']:.4f} "
-                                           f"({r['train_seconds']:.0f} s, best epoch {r['best_epoch']})"
+                                           f"(valid NDCG@10 {r['valid_NDCG@10']:.4f}; {r['train_seconds']:.0f} s, "
+                                           f"best epoch {r['best_epoch']})"
                                            for sd, r in zip(v["seeds"], v["runs"])))
         (results / f"quality-{name}.json").write_text(json.dumps(res, indent=2))
 

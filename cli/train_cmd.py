@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="add a transition-count prior: each item's N most frequent successors in the "
                         "training data, weighted by learned scalars (0 = off; default 0)")
     m.add_argument("--no-item-bias", action="store_true", help="ablation: drop the per-item output bias")
+    m.add_argument("--cosine", type=float, default=0.0, metavar="SCALE",
+                   help="score by cosine similarity of query and item vectors times SCALE instead of the "
+                        "dot product (0 = off; default 0)")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=d.epochs, help=f"maximum epochs (default {d.epochs})")
     t.add_argument("--patience", type=int, default=d.patience, help=f"early-stopping patience (default {d.patience})")
@@ -51,6 +54,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"after an epoch without validation gain, resume from the best weights with "
                         f"lr *= this (1 = off; default {d.lr_decay})")
     t.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
+    t.add_argument("--schedule", choices=["plateau", "cosine"], default=d.schedule,
+                   help=f"learning-rate schedule: plateau (--lr-decay on an epoch without gain) or cosine "
+                        f"(from --lr to 0 over --epochs) (default {d.schedule})")
+    t.add_argument("--mask-seen", action=argparse.BooleanOptionalAction, default=d.mask_seen,
+                   help="rank the target only among items not yet in the user's history in the training loss, "
+                        f"as evaluation and serving do (default {'on' if d.mask_seen else 'off'})")
+    t.add_argument("--item-mask", type=float, default=d.item_mask, metavar="P",
+                   help=f"item dropout: share of input items replaced by the unknown-item id in training "
+                        f"(default {d.item_mask})")
+    t.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
+                   help=f"validate and keep a moving average of the weights with this decay per step "
+                        f"(0 = off; default {d.ema})")
+    t.add_argument("--refit", action=argparse.BooleanOptionalAction, default=d.refit,
+                   help="temporal protocol: after validation has chosen the epochs, train again on every "
+                        f"event before the cutoff T (default {'on' if d.refit else 'off'})")
     t.add_argument("--seed", type=int, default=d.seed, help="random seed (default 0)")
     t.add_argument("--threads", type=int, default=int(os.environ.get("STREAMREC_THREADS", 0)),
                    help="torch threads (env STREAMREC_THREADS; default: all cores)")
@@ -68,10 +86,11 @@ def run(args: argparse.Namespace) -> int:
     events = load_events(args)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_len=args.max_len, lr=args.lr, lr_decay=args.lr_decay,
                       weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
-                      threads=args.threads, time_budget_s=args.time_budget)
+                      threads=args.threads, time_budget_s=args.time_budget, schedule=args.schedule,
+                      mask_seen=args.mask_seen, item_mask=args.item_mask, ema=args.ema, refit=args.refit)
     model_kw = dict(dim=args.dim, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
                     first_order=not args.no_first_order, first_order_dim=args.first_order_dim,
-                    item_bias=not args.no_item_bias, transitions=args.transitions)
+                    item_bias=not args.no_item_bias, transitions=args.transitions, cosine=args.cosine)
     info = {"name": os.path.basename(os.path.normpath(args.data)).split(".")[0], "path": str(args.data),
             "format": args.fmt}
     doc = train(events, args.protocol, args.out, model_kw, cfg, info, with_baselines=not args.no_baselines)

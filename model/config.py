@@ -13,10 +13,19 @@ class TrainConfig:
     weight_decay: float = 0.05
     patience: int = 4  # epochs without validation NDCG@10 gain before stopping
     lr_decay: float = 0.5  # on an epoch without gain: go back to the best weights, lr *= this (1 = off)
+    schedule: str = "plateau"  # "plateau" (lr_decay above) or "cosine" (lr follows half a cosine
+    # from lr to 0 over ``epochs``; lr_decay unused)
     clip: float = 5.0
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     time_budget_s: float = 0.0  # stop after this much wall time (0 = none); best epoch is kept
+    mask_seen: bool = True  # training loss ranks only items not yet in the user's history (the
+    # target itself always counts), as evaluation and serving do
+    item_mask: float = 0.2  # share of input items replaced by the out-of-vocabulary id in training
+    refit: bool = False  # temporal protocol: after validation has chosen the epochs, train a fresh
+    # model on every event before T along the same learning-rate path (loo-full: never)
+    ema: float = 0.99  # > 0: validate, keep and return an exponential moving average of the
+    # weights (this decay per optimizer step) instead of the last weights
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -38,6 +38,8 @@ class LSTMConfig:
     item_bias: bool = True
     transitions: int = 0  # > 0: a transition-count prior over each item's top-N successors in
     # the training data (N = this), weighted by learned scalars and added to the scores
+    cosine: float = 0.0  # > 0: score by cosine similarity of query and output item vectors times
+    # this scale (the per-item bias still adds popularity); 0: plain dot product
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,7 +116,11 @@ class LSTMRecommender(nn.Module):
     def score(self, q: Tensor, items: Tensor) -> Tensor:
         """Whole-catalog scores [..., n_items] for query vectors [..., q] computed after the
         events ``items`` [...] (the current items feed the transition prior)."""
-        s = q @ self.output_table().t()
+        table = self.output_table()
+        if self.cfg.cosine > 0:
+            q = self.cfg.cosine * nn.functional.normalize(q, dim=-1)
+            table = nn.functional.normalize(table, dim=-1)
+        s = q @ table.t()
         if self.bias is not None:
             s = s + self.bias
         if self.cfg.transitions > 0:

@@ -15,7 +15,8 @@ from model.lstm import LSTMConfig
 from model.plots import training_curve
 from model.prepare import prepare
 from model.splits import summary
-from model.train import TrainConfig, evaluate_model, fit, parity_sample
+from model.encode import Encoded
+from model.train import TrainConfig, evaluate_model, fit, parity_sample, refit
 
 
 def train(events: list[Interaction], protocol: str, out_dir: str | Path, model_kw: dict | None = None,
@@ -29,11 +30,22 @@ def train(events: list[Interaction], protocol: str, out_dir: str | Path, model_k
     p = prepare(events, protocol)
     cfg = LSTMConfig(n_items=len(p.items), n_event_types=len(p.types), **(model_kw or {}))
     model, history = fit(cfg, train_cfg, p.fit, p.encoded, p.valid, progress=progress)
+    best_valid = max(history, key=lambda h: h.get("valid_NDCG@10", float("-inf")))
+    refit_epochs = 0
+    if (train_cfg.refit and p.split.protocol == "temporal" and "valid_NDCG@10" in best_valid
+            and p.split.fit_len != p.split.train_len):
+        # validation chose the epochs; the protocol trains on every event before T, so train
+        # again on all of them along the same path (never for loo-full: its extra training
+        # events would be the validation targets)
+        every = [Encoded(e.items[:k], e.types[:k], e.gaps[:k], e.ts[:k])
+                 for u, e in p.encoded.items() if (k := p.split.train_len[u]) > 0]
+        model = refit(cfg, train_cfg, every, best_valid["lr_path"], progress=progress)
+        refit_epochs = len(best_valid["lr_path"])
     train_s = time.monotonic() - t0
     test = evaluate_model(model, p.encoded, p.test, desc="test" if progress else None)
     doc = {
         "protocol": p.split.protocol, "split": summary(p.split), "n_items": len(p.items) - 2,
-        "model": test, "best_valid": max(history, key=lambda h: h.get("valid_NDCG@10", float("-inf"))),
+        "model": test, "best_valid": best_valid, "refit_epochs": refit_epochs,
         "history": history, "train_seconds": round(train_s, 1),
         "config": cfg.to_dict(), "train_config": train_cfg.to_dict(),
     }

@@ -40,30 +40,65 @@ def _pad(seqs: list[Encoded], rows: list[int]) -> tuple[torch.Tensor, torch.Tens
 
 
 def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Optimizer, cfg: TrainConfig,
-                rng: np.random.Generator) -> float:
+                rng: np.random.Generator, ema: list[torch.Tensor] | None = None,
+                ema_steps: list[int] | None = None) -> float:
+    """One pass over ``seqs``; with ``ema``, updates that running average of the parameters after
+    every step (``ema_steps``: a one-element step counter shared across epochs)."""
+    ema_steps = ema_steps if ema_steps is not None else [0]
     model.train()
     total, count = 0.0, 0
     loss_fn = nn.CrossEntropyLoss(ignore_index=0, reduction="sum")
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31))) if cfg.item_mask > 0 else None
     for rows in _batches(seqs, cfg.batch_size, rng):
         items, types, gaps = _pad(seqs, rows)
+        inputs = _mask_items(items, cfg.item_mask, gen) if cfg.item_mask > 0 else items
         state = None
         for a in range(0, items.shape[1] - 1, cfg.max_len):
             b = min(a + cfg.max_len, items.shape[1] - 1)
-            scores, state = model(items[:, a:b], types[:, a:b], gaps[:, a:b], state)
+            scores, state = model(inputs[:, a:b], types[:, a:b], gaps[:, a:b], state)
             target = items[:, a + 1:b + 1]
             n = int((target != 0).sum())
             if n == 0:
                 break
             if model.cfg.transitions > 0:
-                scores = _leave_one_out(model, scores, items[:, a:b], target)
+                scores = _leave_one_out(model, scores, inputs[:, a:b], target)
+            if cfg.mask_seen:
+                scores = _mask_seen(scores, items[:, :b], a, target)
             loss = loss_fn(scores.reshape(-1, scores.shape[-1]), target.reshape(-1))
             opt.zero_grad(set_to_none=True)
             (loss / n).backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             opt.step()
+            if ema is not None:
+                # warm-up (decay (1 + t) / (10 + t) until it reaches cfg.ema): the average never
+                # keeps much of the random initial weights, however few steps an epoch has
+                decay = min(cfg.ema, (1.0 + ema_steps[0]) / (10.0 + ema_steps[0]))
+                ema_steps[0] += 1
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1.0 - decay)
             state = (state[0].detach(), state[1].detach())
             total, count = total + loss.item(), count + n
     return total / max(count, 1)
+
+
+def _mask_items(items: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """Item dropout: each real input item becomes the out-of-vocabulary id (1) with probability
+    ``p`` (targets keep the true items), so the state must not lean on any single event."""
+    drop = (torch.rand(items.shape, generator=gen) < p) & (items > 1)
+    return torch.where(drop, torch.ones_like(items), items)
+
+
+def _mask_seen(scores: torch.Tensor, history: torch.Tensor, a: int, target: torch.Tensor) -> torch.Tensor:
+    """Scores [B, T, N] of chunk positions a..a+T-1 with every item of the user's history up to
+    and including the current event set to -1e9, except the target: the loss then ranks the
+    target among the items evaluation and serving can recommend (seen items are dropped there).
+    ``history`` [B, a+T] holds the inputs from the user's first event."""
+    T, S = scores.shape[1], history.shape[1]
+    before = torch.arange(S)[None, :] <= torch.arange(a, a + T)[:, None]  # [T, S]: s <= t
+    idx = history[:, None, :].expand(-1, T, -1)  # [B, T, S]
+    keep = before[None] & (idx > 1) & (idx != target[:, :, None])
+    idx = torch.where(keep, idx, torch.zeros_like(idx))  # not masked -> the PAD column (never a target)
+    return scores.scatter(-1, idx, -1e9)
 
 
 def _leave_one_out(model: LSTMRecommender, scores: torch.Tensor, items: torch.Tensor, target: torch.Tensor):
@@ -140,37 +175,49 @@ def evaluate_model(model: LSTMRecommender, encoded: dict[str, Encoded], targets:
 def fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encoded: dict[str, Encoded],
         valid: TargetSet, progress: bool = True) -> tuple[LSTMRecommender, list[dict]]:
     """Train with early stopping; returns the best-on-validation model and the per-epoch history."""
-    torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if cfg.schedule not in ("plateau", "cosine"):
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; schedules are plateau, cosine")
     rng = np.random.default_rng(cfg.seed)
-    model = LSTMRecommender(model_cfg)
-    if model_cfg.transitions > 0:
-        model.set_transitions(*transition_table(fit_seqs, model_cfg.n_items, model_cfg.transitions))
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    model, opt = _new_model(model_cfg, cfg, fit_seqs)
     seqs = [s for s in fit_seqs if len(s) >= 2]
     history: list[dict] = []
     best, best_state, bad = -math.inf, None, 0
+    trail: list[float] = []  # learning rate of each epoch that led to the current weights
     start = time.monotonic()
     bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress)
+    params = list(model.parameters())
+    ema = [p.detach().clone() for p in params] if cfg.ema > 0 else None
+    ema_steps = [0]
     for epoch in bar:
         t0 = time.monotonic()
-        loss = train_epoch(model, seqs, opt, cfg, rng)
+        if cfg.schedule == "cosine":
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
+        trail.append(opt.param_groups[0]["lr"])
+        loss = train_epoch(model, seqs, opt, cfg, rng, ema, ema_steps)
+        if ema is not None:  # validate (and keep) the averaged weights
+            raw = [p.detach().clone() for p in params]
+            _assign(params, ema)
         metrics = evaluate_model(model, encoded, valid) if len(valid) else {}
         ndcg = metrics.get("NDCG@10", -loss)
-        history.append({"epoch": epoch, "loss": loss, "seconds": time.monotonic() - t0,
+        history.append({"epoch": epoch, "loss": loss, "seconds": time.monotonic() - t0, "lr": trail[-1],
+                        "lr_path": list(trail),
                         **{f"valid_{k}": v for k, v in metrics.items() if k != "n_targets"}})
+        if ema is not None:
+            _assign(params, raw)
         if ndcg > best:
-            best, bad = ndcg, 0
+            best, bad, best_trail = ndcg, 0, list(trail)
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if ema is not None:
+                best_state = _with(model, best_state, ema)
         else:
             bad += 1
-            if cfg.lr_decay < 1.0 and best_state is not None:
+            if cfg.schedule == "plateau" and cfg.lr_decay < 1.0 and best_state is not None:
                 # a step too far: resume from the best weights with a smaller step size
                 model.load_state_dict(best_state)
+                trail = list(best_trail)
+                if ema is not None:
+                    _assign(ema, params)
                 for group in opt.param_groups:
                     group["lr"] *= cfg.lr_decay
         bar.set_postfix(loss=f"{loss:.3f}", ndcg10=f"{metrics.get('NDCG@10', float('nan')):.4f}",
@@ -183,6 +230,51 @@ def fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encode
     if best_state is not None:
         model.load_state_dict(best_state)
     return model.eval(), history
+
+
+def refit(model_cfg: LSTMConfig, cfg: TrainConfig, seqs: list[Encoded], lr_path: list[float],
+          progress: bool = True) -> LSTMRecommender:
+    """A fresh model trained on ``seqs`` for ``len(lr_path)`` epochs at those learning rates,
+    without validation: the path that ``fit`` chose on validation, replayed on more data."""
+    model, opt = _new_model(model_cfg, cfg, seqs)
+    rng = np.random.default_rng(cfg.seed)
+    params = list(model.parameters())
+    ema = [p.detach().clone() for p in params] if cfg.ema > 0 else None
+    ema_steps = [0]
+    seqs = [s for s in seqs if len(s) >= 2]
+    for lr in tqdm(lr_path, desc="refit", unit="epoch", disable=not progress):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        train_epoch(model, seqs, opt, cfg, rng, ema, ema_steps)
+    if ema is not None:
+        _assign(params, ema)
+    return model.eval()
+
+
+def _new_model(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded]
+               ) -> tuple[LSTMRecommender, torch.optim.Optimizer]:
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model = LSTMRecommender(model_cfg)
+    if model_cfg.transitions > 0:
+        model.set_transitions(*transition_table(fit_seqs, model_cfg.n_items, model_cfg.transitions))
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    return model, opt
+
+
+def _assign(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        torch._foreach_copy_(dst, [s.detach() for s in src])
+
+
+def _with(model: LSTMRecommender, state: dict, values: list[torch.Tensor]) -> dict:
+    """``state`` (a state_dict copy) with the parameters replaced by ``values`` (parameter order)."""
+    names = [n for n, _ in model.named_parameters()]
+    return {**state, **{n: v.detach().clone() for n, v in zip(names, values)}}
 
 
 def parity_sample(fit_seqs: list[Encoded], n: int = 16, max_len: int = 64) -> list[dict]:

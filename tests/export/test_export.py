@@ -87,6 +87,12 @@ def test_parity_with_first_order_tables_and_transition_prior(tmp_path):
     assert report.ok, report.text()
 
 
+def test_parity_with_cosine_scores(tmp_path):
+    ckpt, _ = train_small(small_events(users=120, items=60, seed=5), epochs=1, cosine=10.0)
+    _, report = export_bundle(ckpt, tmp_path / "cos", k=5, m=5)
+    assert report.ok, report.text()
+
+
 def test_runtime_never_imports_torch(bundle_dir):
     code = ("import sys; from export.runtime import Bundle; b = Bundle.load(sys.argv[1]); "
             "h, c = b.init_state(1); import numpy as np; b.step(np.array([2]), np.array([2]), np.array([0]), h, c); "

@@ -4,10 +4,10 @@ import torch
 from model.lstm import LSTMConfig, LSTMRecommender
 
 
-def _model(layers: int, first_order_dim: int = 0, transitions: int = 0) -> LSTMRecommender:
+def _model(layers: int, first_order_dim: int = 0, transitions: int = 0, cosine: float = 0.0) -> LSTMRecommender:
     torch.manual_seed(layers)
     m = LSTMRecommender(LSTMConfig(n_items=300, n_event_types=5, dim=16, hidden=24, layers=layers,
-                                   first_order_dim=first_order_dim, transitions=transitions))
+                                   first_order_dim=first_order_dim, transitions=transitions, cosine=cosine))
     if transitions:
         m.set_transitions(torch.randint(0, 300, (300, transitions)), torch.randint(0, 9, (300, transitions)).float())
     return m.eval()
@@ -20,8 +20,9 @@ def _events(B: int, T: int, seed: int = 0):
 
 
 def test_T_single_steps_equal_one_forward_over_T():
-    for layers, fo_dim, trans in ((1, 0, 0), (2, 0, 0), (1, 8, 0), (2, 0, 6)):
-        m = _model(layers, fo_dim, trans)
+    for layers, fo_dim, trans, cosine in ((1, 0, 0, 0.0), (2, 0, 0, 0.0), (1, 8, 0, 0.0), (2, 0, 6, 0.0),
+                                          (1, 0, 0, 10.0), (1, 8, 6, 10.0)):
+        m = _model(layers, fo_dim, trans, cosine)
         items, types, gaps = _events(B=7, T=60)
         with torch.no_grad():
             full, (h_f, c_f) = m(items, types, gaps)

@@ -1,0 +1,76 @@
+"""Training-only options: seen-item masking in the loss, item dropout, weight averaging."""
+import numpy as np
+import torch
+
+from model.config import TrainConfig
+from model.encode import Encoded
+from model.lstm import LSTMConfig
+from model.train import _mask_items, _mask_seen, fit
+
+
+def test_mask_seen_by_hand():
+    history = torch.tensor([[2, 5, 3, 6]])  # the inputs from the user's first event
+    target = torch.tensor([[5, 3, 4, 2]])  # the next item at each position (4 -> 2 is a repeat)
+    out = _mask_seen(torch.zeros(1, 4, 8), history, 0, target)
+    # position t masks the inputs 0..t except its own target (slots left unmasked write to the
+    # PAD column 0, never a target, so it is left out here)
+    masked = [sorted(set(np.flatnonzero(row.numpy() < -1e8).tolist()) - {0}) for row in out[0]]
+    assert masked == [[2], [2, 5], [2, 3, 5], [3, 5, 6]]
+    assert (out[0, :, 1:] > -1e8).sum().item() == 4 * 7 - 9  # nothing else is touched
+    # a later chunk (positions 2, 3) still masks the items of earlier chunks
+    tail = _mask_seen(torch.zeros(1, 2, 8), history, 2, target[:, 2:])
+    assert torch.equal(tail, out[:, 2:])
+
+
+def test_mask_items_only_touches_real_items():
+    items = torch.tensor([[2, 3, 4, 0, 1, 5] * 200])
+    out = _mask_items(items, 0.3, torch.Generator().manual_seed(0))
+    assert torch.equal(out[items <= 1], items[items <= 1])  # PAD and OOV stay
+    changed = out != items
+    assert (out[changed] == 1).all()
+    assert 0.25 < changed[items > 1].float().mean().item() < 0.35
+
+
+def _toy():
+    rng = np.random.default_rng(0)
+    seqs = []
+    for _ in range(60):
+        start = int(rng.integers(2, 20))
+        items = np.array([2 + (start + k) % 20 for k in range(12)], dtype=np.int64)  # i -> i+1 chains
+        seqs.append(Encoded(items, np.ones(12, np.int64), np.zeros(12, np.int64), np.arange(12, dtype=np.int64)))
+    return seqs
+
+
+def test_fit_with_every_training_option_learns_a_chain():
+    from model.encode import build_targets
+
+    seqs = _toy()
+    encoded = {str(u): s for u, s in enumerate(seqs)}
+    fit_seqs = [Encoded(s.items[:10], s.types[:10], s.gaps[:10], s.ts[:10]) for s in seqs]
+    valid = build_targets(encoded, [(u, 10) for u in encoded])
+    cfg = LSTMConfig(n_items=22, n_event_types=3, dim=16, hidden=16, dropout=0.1)
+    model, history = fit(cfg, TrainConfig(epochs=12, batch_size=16, lr=1e-2, mask_seen=True, item_mask=0.1,
+                                          ema=0.9, threads=1), fit_seqs, encoded, valid, progress=False)
+    assert history[-1]["valid_HR@10"] > 0.9
+    assert all(np.isfinite(h["loss"]) for h in history)
+
+
+def test_fit_records_the_learning_rate_path_and_refit_replays_it():
+    from model.encode import build_targets
+    from model.train import evaluate_model, refit
+
+    seqs = _toy()
+    encoded = {str(u): s for u, s in enumerate(seqs)}
+    fit_seqs = [Encoded(s.items[:10], s.types[:10], s.gaps[:10], s.ts[:10]) for s in seqs]
+    valid = build_targets(encoded, [(u, 10) for u in encoded])
+    cfg = LSTMConfig(n_items=22, n_event_types=3, dim=16, hidden=16, dropout=0.1)
+    tc = TrainConfig(epochs=6, batch_size=16, lr=1e-2, lr_decay=0.5, patience=6, threads=1)
+    _, history = fit(cfg, tc, fit_seqs, encoded, valid, progress=False)
+    best = max(history, key=lambda h: h["valid_NDCG@10"])
+    assert len(best["lr_path"]) <= best["epoch"] and best["lr_path"][0] == 1e-2
+    # the path of an epoch = the path of the best epoch before it (after a revert) + its own lr
+    for h in history:
+        assert h["lr_path"][-1] == h["lr"]
+    model = refit(cfg, tc, seqs, best["lr_path"], progress=False)  # all 12 events of each user
+    test = build_targets(encoded, [(u, 11) for u in encoded])
+    assert evaluate_model(model, encoded, test)["HR@10"] > 0.9
