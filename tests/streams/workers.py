@@ -199,14 +199,20 @@ class Distinct:
     """``read_until`` condition: at least ``n`` distinct sources among the records (incremental, so a
     long stream is not re-parsed on every poll)."""
 
-    def __init__(self, n: int) -> None:
-        self.n, self.seen, self.upto = n, set(), 0
+    def __init__(self, n: int, stall_s: float = 90.0) -> None:
+        self.n, self.seen, self.upto, self.stall_s = n, set(), 0, stall_s
+        self.progress_at = time.monotonic()
 
     def __call__(self, records: list) -> bool:
+        """True once ``n`` distinct sources arrived, or nothing new came for ``stall_s`` seconds (the
+        caller's assertions then say what is missing, instead of a long timeout)."""
+        before = len(self.seen)
         for r in records[self.upto:]:
             self.seen.add(source_of(r))
         self.upto = len(records)
-        return len(self.seen) >= self.n
+        if len(self.seen) > before:
+            self.progress_at = time.monotonic()
+        return len(self.seen) >= self.n or time.monotonic() - self.progress_at > self.stall_s
 
 
 def one_topic_per_user(users: int, seed: int, n: int | None = None) -> list[Interaction]:
