@@ -50,6 +50,7 @@ from collections import Counter
 from pathlib import Path
 
 from cli.processes import Processes as SharedProcesses
+from streams.sequencer import is_progress_key
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STREAMREC_DATA", ROOT.parent / "shared" / "data"))
@@ -326,7 +327,7 @@ def rocksdb_state(data_dir: Path) -> dict:
             db = Rdict(str(p), options=Options(raw_mode=True), access_type=AccessType.read_only())
             try:
                 for k, v in db.items():
-                    if k.startswith(b"__faust"):
+                    if k.startswith(b"__faust") or is_progress_key(k):  # not users
                         continue
                     users += 1
                     keys += len(k)

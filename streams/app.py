@@ -21,7 +21,11 @@ Contract (``streams/codec.py`` has the message formats):
   message per rejected event, with its reason code and the original bytes). The worker never stops
   on bad input; counters per reason are at ``GET /health``.
 - state: table ``user-state-<model version>`` (RocksDB, changelogged to Kafka), value =
-  ``UserState.pack()``; a new model version starts with fresh states, never reads old ones.
+  ``UserState.pack()``; a new model version starts with fresh states, never reads old ones. The
+  same table holds, under keys ``b"\\x00progress\\x00<topic>:<partition>"`` (no user id has a control
+  character), the last offset finished in each input partition: the worker applies every input
+  partition contiguously whatever the consumer does around restarts and rebalances, seeking back
+  over records it skipped (``streams/progress.py``, ``streams/sequencer.py``).
 - ``GET /recommendations/{user_id}``: the user's latest list, answered by the worker owning the key.
 - at-least-once (default): a crash replays events since the last commit; the state remembers the
   last applied offset per input topic (and the last 16 ``event_id``s), so a replayed or duplicated
@@ -55,8 +59,11 @@ from export.runtime import Bundle
 from streams import codec
 from streams.config import ConfigError, WorkerConfig
 from streams.logic import already_applied, process
-from streams.security import faust_credentials, kafka_python_kwargs
+from streams.security import faust_credentials
+from streams.sequencer import Sequencer, is_progress_key
 from streams.state import StateError, UserState, last_ts_of
+from streams.topics import ensure_topics as _ensure_topics
+from streams.topics import mismatch
 
 log = logging.getLogger("streamrec.worker")
 
@@ -139,7 +146,9 @@ async def recommend(stream: faust.StreamT) -> None:
                 await app.crash(ConfigError(problem))
                 return
             verified.add(event.message.topic)
-        await handle(event, bundle, loop)
+        if await sequencer.admit(event.message):  # the next record of its partition (else skipped)
+            await handle(event, bundle, loop)
+            await sequencer.finish(event.message)
 
 
 async def handle(event: faust.EventT, bundle: Bundle, loop: asyncio.AbstractEventLoop) -> None:
@@ -187,20 +196,29 @@ async def emit(key: bytes, value: bytes, state: bytes, source: codec.Source) -> 
     """
     delivered = await publish(output_topic, key, value, source)
     if EXACTLY_ONCE:
-        await asyncio.gather(delivered, store_state(key, state, source.partition))
+        await asyncio.gather(delivered, store(states, key, state, source.partition))
     else:
         await delivered
         states[key] = state
     counts["emitted"] += 1
 
 
-def store_state(key: bytes, state: bytes, partition: int) -> Any:
-    """Exactly-once: write the state to the local store and the changelog of ``partition`` (what
-    ``states[key] = state`` does), returning the changelog write's delivery future."""
-    store = states.data  # faust's RocksDB store: one DB per partition
-    store._db_for_partition(partition).put(key, state)
-    store._key_index[key] = partition
-    return states.send_changelog(partition, key, state, key_serializer="raw", value_serializer="raw")
+def store(table: Any, key: bytes, value: bytes, partition: int) -> Any:
+    """Exactly-once: write ``value`` to the table's local store and changelog in ``partition`` (what
+    ``table[key] = value`` does), returning the changelog write's delivery future."""
+    data = table.data  # faust's RocksDB store: one DB per partition
+    data._db_for_partition(partition).put(key, value)
+    data._key_index[key] = partition
+    return table.send_changelog(partition, key, value, key_serializer="raw", value_serializer="raw")
+
+
+sequencer = Sequencer(app, states, counts, SOURCE_SLOT, store if EXACTLY_ONCE else None)
+
+
+@app.timer(sequencer.stall_s / 3, name="unstall_partitions")
+async def unstall_partitions() -> None:
+    if _bundle:
+        await sequencer.unstall()
 
 
 async def publish(topic: faust.TopicT, key: bytes | None, value: bytes, source: codec.Source) -> Any:
@@ -233,8 +251,7 @@ async def reject(key: bytes | None, value: bytes | None, source: codec.Source, w
     rejected[why.reason] += 1
     log.info("dead letter %s:%d@%d: %s (%s)", source.topic, source.partition, source.offset, why.reason, why.message)
     delivered = await publish(dlq_topic, key, codec.encode_dead_letter(key, value, source, why, now_ms()), source)
-    if EXACTLY_ONCE:
-        await delivered  # written in the open transaction before the event counts as done (see emit)
+    await delivered  # written (exactly-once: in the open transaction) before the event counts as finished (see emit)
 
 
 def now_ms() -> int:
@@ -298,7 +315,8 @@ async def expire_idle_states() -> int:
     n = 0
     for partition in sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic):
         db = store._db_for_partition(partition)  # faust's RocksDB store: one DB per partition
-        idle = [key for key, blob in store._visible_items(db) if last_ts_of(blob) < horizon]
+        idle = [key for key, blob in store._visible_items(db)
+                if not is_progress_key(key) and last_ts_of(blob) < horizon]
         for i, key in enumerate(idle):
             blob = db.get(key)  # again: an event may have arrived since the scan (same thread, no await between)
             if key == _in_flight[0] or blob is None or last_ts_of(blob) >= horizon:
@@ -319,46 +337,17 @@ if config.state_ttl:
     app.timer(config.ttl_sweep, name="expire_idle_states")(expire_idle_states)
 
 
-# ---- topics' partition counts ---------------------------------------------------------------
-def _mismatch(topic: str, found: int) -> str:
-    return (f"input topic {topic!r} has {found} partitions, the state table {config.partitions}: start the worker "
-            f"with --partitions {found} (and a new --app-id), or recreate the topic with {config.partitions}")
-
-
+# ---- topics ---------------------------------------------------------------------------------
 def partition_problem(topic: str) -> str | None:
     """Why ``topic`` cannot feed the table (another partition count: its events would land in the wrong
     state partition), or None; from the consumer's metadata, once events flow."""
     found = app.consumer.topic_partitions(topic)
-    return None if found is None or found == config.partitions else _mismatch(topic, found)
+    return None if found is None or found == config.partitions else mismatch(config, topic, found)
 
 
-def ensure_topics(timeout_s: float = 30.0) -> None:
-    """Create the missing topics (input, output, dead letters) with the table's partition count and
-    refuse input topics with another count. Blocking (kafka-python): ``streamrec worker`` calls it
-    before Faust starts, because topics Faust declares itself may not be in the broker's metadata
-    yet when it subscribes (a partly assigned worker would ignore one input topic for minutes)."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-
-    logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO lines would drown the worker's
-    names = [config.clicks_topic, config.browses_topic, config.output_topic, config.dlq_topic]
-    admin = KafkaAdminClient(bootstrap_servers=config.brokers.split(","), client_id=f"{config.app_id}-admin",
-                             request_timeout_ms=int(timeout_s * 1000), **kafka_python_kwargs(config))
-
-    def describe() -> dict[str, int]:
-        return {t["name"]: len(t["partitions"]) if isinstance(t["partitions"], list) else int(t["partitions"])
-                for t in admin.describe_topics(names) if t["error_code"] == 0}
-    try:
-        found = describe()
-        if missing := [n for n in names if n not in found]:
-            log.info("creating topics %s with %d partitions", missing, config.partitions)
-            admin.create_topics([NewTopic(n, config.partitions, config.replication) for n in missing],
-                                raise_errors=False, wait_for_metadata=True)
-            found = describe()
-    finally:
-        admin.close()
-    if problems := [_mismatch(t, n) for t, n in found.items() if t in SOURCE_SLOT and n != config.partitions]:
-        raise ConfigError("; ".join(problems))
+def ensure_topics() -> None:
+    """``streams.topics.ensure_topics`` with this worker's configuration (before Faust starts)."""
+    _ensure_topics(config)
 
 
 # ---- web views ------------------------------------------------------------------------------
@@ -383,11 +372,13 @@ async def recommendations_view(web: View, request: Request, user_id: str) -> Res
 
 @app.page("/health")
 async def health_view(web: View, request: Request) -> Response:
-    """Readiness (model loaded, partitions assigned) and counters since start: messages received;
-    events emitted (applied, one recommendation each), duplicate (a repeated event id, dropped),
-    redelivered (Kafka delivered an applied offset again after a crash, skipped), processed
-    (emitted + duplicate), rejected (dead letters) and per reason, expired states; whether torch
-    is loaded (it never should be). Without crashes: produced = processed + rejected."""
+    """Readiness (model loaded, partitions assigned) and counters since start: messages received
+    (new records, in their partition's order); events emitted (applied, one recommendation each),
+    duplicate (a repeated event id, dropped), redelivered (a finished record delivered again, after a
+    crash or a rewind: skipped), processed (emitted + duplicate), rejected (dead letters) and per
+    reason, expired states, rewound (partitions sought back over records the consumer skipped or
+    stalled on), absent (offsets that turned out not to exist); whether torch is loaded (it never
+    should be). Without crashes: produced = processed + rejected."""
     try:
         assigned = bool(app.consumer.assignment())
     except ConsumerNotStarted:

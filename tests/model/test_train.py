@@ -74,3 +74,48 @@ def test_fit_records_the_learning_rate_path_and_refit_replays_it():
     model = refit(cfg, tc, seqs, best["lr_path"], progress=False)  # all 12 events of each user
     test = build_targets(encoded, [(u, 11) for u in encoded])
     assert evaluate_model(model, encoded, test)["HR@10"] > 0.9
+
+
+def test_known_events_add_the_validation_targets():
+    from model.events import Interaction
+    from model.pipeline import known_events
+    from model.prepare import prepare
+
+    ev = [Interaction("a", i, "click", 1000 * k) for k, i in enumerate("pqrst")]  # 5 events
+    ev += [Interaction("b", i, "click", 1000 * k) for k, i in enumerate("pq")]  # too short: training only
+    p = prepare(ev, "loo-full")
+    known = {len(s): s for s in known_events(p)}
+    assert sorted(known) == [2, 4]  # a: all but the test target (t); b: everything
+    assert known[4].items.tolist() == p.encoded["a"].items[:4].tolist()
+    assert sorted(len(s) for s in p.fit) == [2, 3]  # the fitted part stops before the validation target
+
+
+def test_finetune_continues_on_the_validation_targets():
+    from model.encode import build_targets
+    from model.train import evaluate_model
+
+    seqs = _toy()
+    encoded = {str(u): s for u, s in enumerate(seqs)}
+    cut = lambda s, k: Encoded(s.items[:k], s.types[:k], s.gaps[:k], s.ts[:k])  # noqa: E731
+    valid = build_targets(encoded, [(u, 10) for u in encoded])
+    cfg = LSTMConfig(n_items=22, n_event_types=3, dim=16, hidden=16, dropout=0.1)
+    tc = TrainConfig(epochs=4, patience=4, batch_size=16, lr=1e-2, threads=1, finetune=2, finetune_lr=0.5)
+    model, history = fit(cfg, tc, [cut(s, 10) for s in seqs], encoded, valid, progress=False,
+                         known=[cut(s, 11) for s in seqs])
+    fit_rows = [h for h in history if h.get("phase") != "finetune"]
+    tune_rows = [h for h in history if h.get("phase") == "finetune"]
+    assert len(fit_rows) == 4 and [h["epoch"] for h in tune_rows] == [5, 6]
+    best = max(fit_rows, key=lambda h: h["valid_NDCG@10"])
+    assert all(h["lr"] == best["lr"] * 0.5 and np.isfinite(h["loss"]) and "valid_NDCG@10" not in h
+               for h in tune_rows)
+    test = build_targets(encoded, [(u, 11) for u in encoded])
+    assert evaluate_model(model, encoded, test)["HR@10"] > 0.9
+
+
+def test_mask_seen_on_selected_positions_equals_the_full_mask():
+    history = torch.tensor([[2, 5, 3, 6], [4, 2, 0, 0]])
+    target = torch.tensor([[5, 3, 4, 2], [2, 0, 0, 0]])
+    scores = torch.randn(2, 4, 8)
+    sel = target > 1
+    full = _mask_seen(scores, history, 0, target)
+    assert torch.equal(_mask_seen(scores[sel], history, 0, target, sel), full[sel])

@@ -34,14 +34,7 @@ KILLS = ((0.10, 0.30), (0.40, 0.60), (0.70, 0.90))  # a kill at a random fractio
 STATE_ATOL = 1e-6
 
 
-EOS_LOSS = ("known issue: under exactly-once (faust-streaming 0.15.3) the worker restarted after a SIGKILL "
-            "sometimes skips input records shortly after it resumes (1 event of 50,000 in one run, 6 in another, 4 of "
-            "them consecutive offsets right after the first record the new worker processed); like faust-streaming issue #216, the stream resumes before "
-            "the seek to the committed offsets. README, Guarantees. Kept running: a fix XPASSes.")
-
-
-@pytest.mark.parametrize("guarantee", [pytest.param("exactly-once", marks=pytest.mark.xfail(reason=EOS_LOSS, strict=False)),
-                                       "at-least-once"])
+@pytest.mark.parametrize("guarantee", ["exactly-once", "at-least-once"])
 def test_sigkill_three_times_during_50k_events(kafka_broker, bundle_dir: Path, bundle: Bundle, by_hand: Callable,
                                                tmp_path: Path, guarantee: str) -> None:
     names, broker = Names(), kafka_broker.bootstrap

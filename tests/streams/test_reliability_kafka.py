@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,41 +20,14 @@ from export.runtime import Bundle
 from model.events import Interaction, by_user
 from streams.broker import Broker, free_port, start_broker
 from tests.factories import small_events
-from tests.streams.workers import (ATOL, Distinct, Names, Reader, assert_equal_to_offline, final_states,
-                                   one_topic_per_user, produce, reference, source_of, start_worker)
+from tests.streams.workers import (ATOL, Distinct, Names, Reader, assert_equal_to_offline, check_complete,
+                                   final_states, one_topic_per_user, produce, reference, sorted_by_production,
+                                   start_worker)
 
 
 def own_broker(tmp_path: Path, extra: dict[str, str] | None = None) -> Broker:
     return start_broker(data_dir=tmp_path / "kafka", name=None, record_state=False, extra_config=extra,
                         die_with_parent=True, timeout=180)
-
-
-def check_complete(bundle: Bundle, by_hand: Callable, recs: list, sent: dict, broker: str, names: Names) -> int:
-    """Every input has a recommendation, duplicates repeat their source and list, lists and final
-    states equal the uninterrupted run. Returns the number of duplicates."""
-    by_source: dict[tuple, list[dict]] = defaultdict(list)
-    for r in recs:
-        by_source[source_of(r)].append(json.loads(r.value))
-    assert set(by_source) == set(sent), f"{len(set(sent) - set(by_source))} input events lack a recommendation"
-    for copies in by_source.values():
-        assert all((c["items"], c["scores"]) == (copies[0]["items"], copies[0]["scores"]) for c in copies)
-    seen: set[tuple] = set()
-    firsts = [r for r in recs if (src := source_of(r)) not in seen and not seen.add(src)]  # first copies, in order
-    pairs = reference(bundle, by_hand, firsts, sent)
-    assert_equal_to_offline(pairs, bundle.version)
-    states = final_states(broker, names, bundle.version)
-    for user, steps in pairs.items():
-        state, (_, step, _) = states[user], steps[-1]
-        assert state is not None and state.count == len(steps), user
-        np.testing.assert_allclose(state.h, step.h, atol=1e-6, rtol=0)
-        np.testing.assert_allclose(state.c, step.c, atol=1e-6, rtol=0)
-    return sum(len(v) - 1 for v in by_source.values())
-
-
-def sorted_by_production(recs: list, sent: dict) -> list:
-    """Recommendations ordered per user as produced (the worker may have answered a user's events
-    from several processes: the per-partition output order is then not the input order)."""
-    return sorted(recs, key=lambda r: (r.key, sent[source_of(r)].ts, source_of(r)))
 
 
 def test_broker_restart_mid_stream(tmp_path: Path, bundle_dir: Path, bundle: Bundle, by_hand: Callable) -> None:
@@ -85,12 +57,6 @@ def test_broker_restart_mid_stream(tmp_path: Path, bundle_dir: Path, bundle: Bun
     kafka.stop()
 
 
-REBALANCE_LOSS = ("known issue: in one of two full-suite runs the worker that took over partitions never received "
-                  "5 of 6,000 input records (2 consecutive pairs and 1 single, at-least-once); the same faust-streaming "
-                  "0.15.3 consumer skip as under exactly-once after a restart (README, Guarantees). A fix XPASSes.")
-
-
-@pytest.mark.xfail(reason=REBALANCE_LOSS, strict=False)
 def test_second_worker_joins_then_first_leaves(kafka_broker, tmp_path: Path, bundle_dir: Path, bundle: Bundle,
                                                by_hand: Callable) -> None:
     names, broker = Names(), kafka_broker.bootstrap

@@ -23,6 +23,7 @@ from export.runtime import Bundle
 from model.events import Interaction
 from streams import codec
 from streams.broker import free_port
+from streams.sequencer import is_progress_key
 from streams.state import UserState
 
 PARTITIONS = 4
@@ -193,7 +194,8 @@ def final_states(broker: str, names: Names, version: str, **consumer_kw: object)
         for batch in reader.consumer.poll(timeout_ms=300).values():
             reader.records.extend(batch)
     reader.close()
-    return {r.key.decode(): None if r.value is None else UserState.unpack(r.value) for r in reader.records}
+    return {r.key.decode(): None if r.value is None else UserState.unpack(r.value) for r in reader.records
+            if not is_progress_key(r.key)}
 
 class Distinct:
     """``read_until`` condition: at least ``n`` distinct sources among the records (incremental, so a
@@ -224,3 +226,33 @@ def one_topic_per_user(users: int, seed: int, n: int | None = None) -> list[Inte
     events = sorted(small_events(users=users, items=120, seed=seed), key=lambda e: e.ts)[:n]
     kind = {u: ("click", "browse")[i % 2] for i, u in enumerate(sorted({e.user_id for e in events}))}
     return [Interaction(e.user_id, e.item_id, kind[e.user_id], e.ts) for e in events]
+
+
+def check_complete(bundle: Bundle, by_hand: Callable, recs: list, sent: dict, broker: str, names: Names,
+                   **consumer_kw: object) -> int:
+    """Every input has a recommendation, duplicates repeat their source and list, lists and final
+    states (the changelog, read with ``consumer_kw``) equal the uninterrupted run. Returns the number
+    of duplicates."""
+    by_source: dict[tuple, list[dict]] = defaultdict(list)
+    for r in recs:
+        by_source[source_of(r)].append(json.loads(r.value))
+    assert set(by_source) == set(sent), f"{len(set(sent) - set(by_source))} input events lack a recommendation"
+    for copies in by_source.values():
+        assert all((c["items"], c["scores"]) == (copies[0]["items"], copies[0]["scores"]) for c in copies)
+    seen: set[tuple] = set()
+    firsts = [r for r in recs if (src := source_of(r)) not in seen and not seen.add(src)]  # first copies, in order
+    pairs = reference(bundle, by_hand, firsts, sent)
+    assert_equal_to_offline(pairs, bundle.version)
+    states = final_states(broker, names, bundle.version, **consumer_kw)
+    for user, steps in pairs.items():
+        state, (_, step, _) = states[user], steps[-1]
+        assert state is not None and state.count == len(steps), user
+        np.testing.assert_allclose(state.h, step.h, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(state.c, step.c, atol=1e-6, rtol=0)
+    return sum(len(v) - 1 for v in by_source.values())
+
+
+def sorted_by_production(recs: list, sent: dict) -> list:
+    """Recommendations ordered per user as produced (the worker may have answered a user's events
+    from several processes: the per-partition output order is then not the input order)."""
+    return sorted(recs, key=lambda r: (r.key, sent[source_of(r)].ts, source_of(r)))

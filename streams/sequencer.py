@@ -1,0 +1,144 @@
+"""The worker's side of ``streams/progress.py``: the finished offsets, the rewinds, the stalls.
+
+``Sequencer`` reads and writes each input partition's last finished offset in the state table
+itself (key ``b"\x00progress\x00<topic>:<partition>"``, which no user id can be: ids have no control
+characters; value the offset as 8 little-endian bytes). It is written after the event's own state,
+in the event's partition: one changelog partition holds both in order, so whatever part of it
+survives a crash never has an event finished without its state, and it moves with that
+partition's user states in a rebalance. It seeks the consumer back when ``PartitionGuard`` or
+``stalled`` say so. ``streams/app.py`` calls ``admit`` before an event and
+``finish`` after it, and runs ``unstall`` on a timer.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+from streams.progress import APPLY, REPLAYED, REWIND, PartitionGuard, stalled
+
+log = logging.getLogger("streamrec.worker")
+
+#: Exactly-once: how a table write joins the open transaction (``app.store``): (table, key, value,
+#: partition) -> the changelog write's delivery future.
+Store = Callable[[Any, bytes, bytes, int], Awaitable[Any]]
+
+
+PREFIX = b"\x00progress\x00"
+
+
+def key_of(tp: Any) -> bytes:
+    return PREFIX + f"{tp.topic}:{tp.partition}".encode()
+
+
+def is_progress_key(key: bytes) -> bool:
+    """Whether a key of the state table is a partition's progress, not a user."""
+    return key.startswith(PREFIX)
+
+
+class Sequencer:
+    """Applies each input partition's records contiguously (see ``streams/progress.py``)."""
+
+    def __init__(self, app: Any, table: Any, counts: Counter[str], inputs: Collection[str],
+                 store: Store | None, stall_s: float = 15.0) -> None:
+        self.app, self.table, self.counts, self.inputs = app, table, counts, set(inputs)
+        self.store, self.stall_s = store, stall_s  # store: exactly-once only
+        self.guard = PartitionGuard()
+        self._finished: dict[Any, int | None] = {}  # cache of the table, for one consumer generation
+        self._generation = -1
+        self._last_seen: dict[Any, float] = {}  # partition -> monotonic time its last record arrived
+        self._stall_end: dict[Any, int] = {}  # partition -> its end offset when last sought back
+
+    def finished(self, tp: Any) -> int | None:
+        """The last offset finished in input partition ``tp`` (None before its first record). Cached
+        per consumer generation: a rebalance may move partitions, whose tables are then recovered."""
+        if self._generation != self.app.consumer_generation_id:
+            self._generation = self.app.consumer_generation_id
+            self._finished.clear()
+            self.guard.forget()
+        if tp not in self._finished:
+            blob = self.table.get(key_of(tp))
+            self._finished[tp] = int.from_bytes(blob, "little", signed=True) if blob else None
+        return self._finished[tp]
+
+    async def admit(self, msg: Any) -> bool:
+        """Whether ``msg`` is the next record of its partition to apply; seeks the partition back when
+        the consumer skipped records before it. A replayed record counts as ``redelivered``."""
+        self._last_seen[msg.tp] = time.monotonic()
+        decision = self.guard.check(msg.tp, msg.offset, self.finished(msg.tp))
+        if decision.action == APPLY:
+            if decision.absent:
+                first, end = decision.absent
+                self.counts["absent"] += end - first
+                log.warning("%s:%d: offsets %d..%d do not exist (retention, compaction or transaction markers)",
+                            msg.topic, msg.partition, first, end - 1)
+            return True
+        if decision.action == REPLAYED:
+            self.counts["redelivered"] += 1
+            return False
+        self._skip_unacked(msg)  # it comes again: its offset must not count as done for the commit
+        if decision.action == REWIND:
+            self.counts["rewound"] += 1
+            log.warning("%s:%d: got offset %d after finishing %d: the consumer skipped records, seeking back",
+                        msg.topic, msg.partition, msg.offset, decision.seek_to - 1)
+            await self._seek(msg.tp, decision.seek_to)
+        else:  # STALE: fetched before the seek; the fetch loop may have moved its read offset past the hole again
+            self.app.consumer._read_offset[msg.tp] = None
+        return False
+
+    def _skip_unacked(self, msg: Any) -> None:
+        """Let faust pass ``msg`` without acknowledging it (faust acks every record the agent iterated)."""
+        msg.acked = True  # faust's ack() is a no-op for an acked message
+        self.app.consumer._unacked_messages.discard(msg)  # a clean stop waits for none of them
+
+    async def _seek(self, tp: Any, offset: int) -> None:
+        """Seek ``tp`` back to ``offset`` and make faust's bookkeeping of it agree with the worker's.
+
+        faust (0.15) keeps, per partition, the offset it last committed, the offsets acknowledged
+        since, and the last offset its fetch loop delivered, which it uses to drop records below it
+        and to count a jump as acknowledged records. After a skip they are all past the hole: the
+        re-read records would neither be delivered nor acknowledged, and the offset never committed
+        again (under exactly-once their transaction would never commit). Reset to the last finished
+        offset, they make the next commits cover exactly the finished records."""
+        consumer = self.app.consumer
+        await consumer.seek(tp, offset)
+        consumer._read_offset[tp] = None
+        consumer._committed_offset[tp] = offset - 1
+        for bookkeeping in (consumer._acked, consumer._acked_index, consumer._gap):
+            bookkeeping.pop(tp, None)
+
+    async def finish(self, msg: Any) -> None:
+        """Record ``msg``'s offset as its partition's last finished one; call it once the event's
+        recommendation or dead letter and its state are written (exactly-once: same transaction)."""
+        key, value = key_of(msg.tp), msg.offset.to_bytes(8, "little", signed=True)
+        if self.store is not None:
+            await self.store(self.table, key, value, msg.partition)
+        else:
+            self.table[key] = value
+        self._finished[msg.tp] = msg.offset
+
+    async def unstall(self) -> int:
+        """Seek back each assigned input partition that Kafka holds records for past the last finished
+        offset but that delivered none for ``stall_s`` seconds (a consumer skip at the tail of a stream
+        leaves no later record to reveal it); once per end offset. Returns how many it sought back."""
+        app = self.app
+        if app.rebalancing:
+            self._last_seen.clear()
+            return 0
+        now, n = time.monotonic(), 0
+        for tp in app.assignor.assigned_actives():
+            if tp.topic not in self.inputs:
+                continue
+            finished, end = self.finished(tp), app.consumer.highwater(tp)
+            idle = now - self._last_seen.setdefault(tp, now)
+            # once per end offset (the tail may be transaction markers), but always while a rewind waits
+            if stalled(finished, end, idle, self.stall_s) and (self.guard.rewinding(tp) or self._stall_end.get(tp) != end):
+                self._stall_end[tp], self._last_seen[tp] = end, now
+                self.counts["rewound"] += 1
+                n += 1
+                log.warning("%s:%d: finished offset %d of %d, nothing arrived for %.0f s: seeking back",
+                            tp.topic, tp.partition, finished, end, idle)
+                await self._seek(tp, finished + 1)
+        return n
