@@ -4,10 +4,16 @@
     ./run python benchmarks/quality.py beauty --ablation   # + what each model change bought
     ./run python benchmarks/quality.py ml-100k yoochoose   # TEMPORAL-stream
     ./run python benchmarks/quality.py all --seeds 0 1 2
+    ./run python benchmarks/quality.py beauty --rehearse --finetune 3   # validation-only rehearsal
 
 Data sets are read from ../shared/data (or $STREAMREC_DATA). Prints a table per data set and
 writes benchmarks/results/quality-<name>.json with every figure (HR, NDCG, MRR, Precision,
 F1 at 10/20, AUC) per model and seed, plus the training time.
+
+``--rehearse`` drops every user's last event before splitting, so that the "test" figures are
+those of the real validation targets (the real test targets are never read): how the fine-tune
+on validation targets (``TrainConfig.finetune``), which validation can not judge, was chosen.
+It writes quality-<name>-rehearse.json.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import numpy as np
 from cli.tables import metrics_table
 from model.config import TrainConfig
 from model.data import load
+from model.events import Interaction, by_user
 from model.pipeline import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,20 +47,30 @@ ABLATION = {
 }
 
 
-def run_set(name: str, seeds: list[int], ablation: bool, budget: float, threads: int = 0) -> dict:
+def drop_last(events: list[Interaction]) -> list[Interaction]:
+    """Every user's events but the last (by time): the rehearsal's data."""
+    return [e for seq in by_user(events).values() for e in seq[:-1]]
+
+
+def run_set(name: str, seeds: list[int], ablation: bool, budget: float, threads: int = 0,
+            rehearse: bool = False, overrides: dict | None = None) -> dict:
     rel, fmt, protocol = SETS[name]
     events = load(DATA / rel, fmt)
+    if rehearse:
+        events = drop_last(events)
     variants = ABLATION if ablation else {"LSTM": FINAL}
-    out: dict = {"data": name, "protocol": protocol, "models": {}, "baselines": None}
+    out: dict = {"data": name, "protocol": protocol, "rehearse": rehearse, "models": {}, "baselines": None}
     for label, kw in variants.items():
         runs = []
         for seed in seeds:
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.monotonic()
-                doc = train(events, protocol, tmp, kw, TrainConfig(seed=seed, time_budget_s=budget, threads=threads),
+                doc = train(events, protocol, tmp, kw, TrainConfig(seed=seed, time_budget_s=budget, threads=threads,
+                                                                    **(overrides or {})),
                             {"name": name}, progress=True, with_baselines=out["baselines"] is None)
                 doc["model"]["train_seconds"] = round(time.monotonic() - t0, 1)
                 doc["model"]["best_epoch"] = doc["best_valid"]["epoch"]
+                doc["model"]["finetune_epochs"] = doc["finetune_epochs"]
                 doc["model"]["valid_NDCG@10"] = doc["best_valid"].get("valid_NDCG@10")
                 doc["model"]["valid_HR@10"] = doc["best_valid"].get("valid_HR@10")
                 doc["model"]["train_config"] = doc["train_config"]
@@ -74,20 +91,28 @@ def main() -> None:
     ap.add_argument("--ablation", action="store_true", help="train each ablation variant too")
     ap.add_argument("--budget", type=float, default=1800.0, help="training time budget per run, seconds")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    ap.add_argument("--rehearse", action="store_true",
+                    help="drop every user's last event first: the test figures are the real validation targets")
+    ap.add_argument("--finetune", type=int, default=None, metavar="EPOCHS",
+                    help="override TrainConfig.finetune (loo-full fine-tune epochs on the validation targets)")
+    ap.add_argument("--finetune-lr", type=float, default=None, metavar="SHARE",
+                    help="override TrainConfig.finetune_lr (share of the learning rate)")
     a = ap.parse_args()
+    overrides = {k: v for k, v in (("finetune", a.finetune), ("finetune_lr", a.finetune_lr)) if v is not None}
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
     for name in (list(SETS) if "all" in a.sets else a.sets):
-        res = run_set(name, a.seeds, a.ablation, a.budget, a.threads)
+        res = run_set(name, a.seeds, a.ablation, a.budget, a.threads, a.rehearse, overrides)
         rows = {f"{k} (mean of {len(v['seeds'])})": v["mean"] for k, v in res["models"].items()}
         print(f"\n{name} ({res['protocol']})\n" + metrics_table({**rows, **res["baselines"]}))
         print(metrics_table({**rows, **res["baselines"]}, ("Precision@10", "F1@10", "Precision@20", "F1@20", "AUC")))
         for label, v in res["models"].items():
             print(f"{label}: " + ", ".join(f"seed {sd}: NDCG@10 {r['NDCG@10']:.4f} HR@10 {r['HR@10']:.4f} "
                                            f"(valid NDCG@10 {r['valid_NDCG@10']:.4f}; {r['train_seconds']:.0f} s, "
-                                           f"best epoch {r['best_epoch']})"
+                                           f"best epoch {r['best_epoch']}, then {r['finetune_epochs']} fine-tune epochs)"
                                            for sd, r in zip(v["seeds"], v["runs"])))
-        (results / f"quality-{name}.json").write_text(json.dumps(res, indent=2))
+        suffix = "-rehearse" if a.rehearse else ""
+        (results / f"quality-{name}{suffix}.json").write_text(json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":

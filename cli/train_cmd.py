@@ -69,6 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--refit", action=argparse.BooleanOptionalAction, default=d.refit,
                    help="temporal protocol: after validation has chosen the epochs, train again on every "
                         f"event before the cutoff T (default {'on' if d.refit else 'off'})")
+    t.add_argument("--finetune", type=int, default=d.finetune, metavar="EPOCHS",
+                   help="loo-full protocol: after early stopping, continue from the best weights for this "
+                        "many epochs on every event of the test inputs, the validation targets included "
+                        f"(0 = off; default {d.finetune})")
+    t.add_argument("--finetune-lr", type=float, default=d.finetune_lr, metavar="SHARE",
+                   help=f"learning rate of the --finetune epochs, as a share of --lr (default {d.finetune_lr})")
     t.add_argument("--seed", type=int, default=d.seed, help="random seed (default 0)")
     t.add_argument("--threads", type=int, default=int(os.environ.get("STREAMREC_THREADS", 0)),
                    help="torch threads (env STREAMREC_THREADS; default: all cores)")
@@ -87,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_len=args.max_len, lr=args.lr, lr_decay=args.lr_decay,
                       weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
                       threads=args.threads, time_budget_s=args.time_budget, schedule=args.schedule,
-                      mask_seen=args.mask_seen, item_mask=args.item_mask, ema=args.ema, refit=args.refit)
+                      mask_seen=args.mask_seen, item_mask=args.item_mask, ema=args.ema, refit=args.refit,
+                      finetune=args.finetune, finetune_lr=args.finetune_lr)
     model_kw = dict(dim=args.dim, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
                     first_order=not args.no_first_order, first_order_dim=args.first_order_dim,
                     item_bias=not args.no_item_bias, transitions=args.transitions, cosine=args.cosine)

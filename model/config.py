@@ -24,6 +24,9 @@ class TrainConfig:
     item_mask: float = 0.2  # share of input items replaced by the out-of-vocabulary id in training
     refit: bool = False  # temporal protocol: after validation has chosen the epochs, train a fresh
     # model on every event before T along the same learning-rate path (loo-full: never)
+    finetune: int = 5  # loo-full: after early stopping, continue from the best weights for this
+    # many epochs on every event of the test inputs (the validation targets included); 0 = off
+    finetune_lr: float = 1.0  # learning rate of those epochs, as a share of ``lr``
     ema: float = 0.99  # > 0: validate, keep and return an exponential moving average of the
     # weights (this decay per optimizer step) instead of the last weights
 

@@ -13,7 +13,7 @@ from model.evaluate import baselines_for
 from model.events import Interaction
 from model.lstm import LSTMConfig
 from model.plots import training_curve
-from model.prepare import prepare
+from model.prepare import Prepared, prepare
 from model.splits import summary
 from model.encode import Encoded
 from model.train import TrainConfig, evaluate_model, fit, parity_sample, refit
@@ -29,14 +29,16 @@ def train(events: list[Interaction], protocol: str, out_dir: str | Path, model_k
     t0 = time.monotonic()
     p = prepare(events, protocol)
     cfg = LSTMConfig(n_items=len(p.items), n_event_types=len(p.types), **(model_kw or {}))
-    model, history = fit(cfg, train_cfg, p.fit, p.encoded, p.valid, progress=progress)
+    # loo-full: once validation has chosen the epoch, fine-tune on the validation targets too
+    # (the test inputs hold them); temporal: see refit below
+    model, history = fit(cfg, train_cfg, p.fit, p.encoded, p.valid, progress=progress,
+                         known=known_events(p) if p.split.protocol == "loo-full" else None)
     best_valid = max(history, key=lambda h: h.get("valid_NDCG@10", float("-inf")))
     refit_epochs = 0
     if (train_cfg.refit and p.split.protocol == "temporal" and "valid_NDCG@10" in best_valid
             and p.split.fit_len != p.split.train_len):
         # validation chose the epochs; the protocol trains on every event before T, so train
-        # again on all of them along the same path (never for loo-full: its extra training
-        # events would be the validation targets)
+        # again on all of them along the same path (loo-full fine-tunes instead, above)
         every = [Encoded(e.items[:k], e.types[:k], e.gaps[:k], e.ts[:k])
                  for u, e in p.encoded.items() if (k := p.split.train_len[u]) > 0]
         model = refit(cfg, train_cfg, every, best_valid["lr_path"], progress=progress)
@@ -46,6 +48,7 @@ def train(events: list[Interaction], protocol: str, out_dir: str | Path, model_k
     doc = {
         "protocol": p.split.protocol, "split": summary(p.split), "n_items": len(p.items) - 2,
         "model": test, "best_valid": best_valid, "refit_epochs": refit_epochs,
+        "finetune_epochs": sum(h.get("phase") == "finetune" for h in history),
         "history": history, "train_seconds": round(train_s, 1),
         "config": cfg.to_dict(), "train_config": train_cfg.to_dict(),
     }
@@ -58,6 +61,16 @@ def train(events: list[Interaction], protocol: str, out_dir: str | Path, model_k
     (out / "metrics.json").write_text(json.dumps(doc, indent=2, default=float), encoding="utf-8")
     training_curve(history, out / "training_curve.png", title=f"{info.get('name', 'model')} ({p.split.protocol})")
     return doc
+
+
+def known_events(p: Prepared) -> list[Encoded]:
+    """Every event known before the first test target, per user: the training events plus the
+    validation targets (loo-full: each history but its last item; temporal: every event before T)."""
+    length = dict(p.split.train_len)
+    for u, pos in p.split.valid:
+        length[u] = max(length[u], pos + 1)
+    return [Encoded(e.items[:k], e.types[:k], e.gaps[:k], e.ts[:k])
+            for u, e in p.encoded.items() if (k := length[u]) > 0]
 
 
 def evaluate_checkpoint(ckpt: checkpoint.Checkpoint, events: list[Interaction], protocol: str,

@@ -1,6 +1,7 @@
 """Training the LSTM: full-softmax cross-entropy at every position, truncated BPTT with the
 state carried across chunks (so training sees the same long-running state serving keeps),
-AdamW, early stopping on validation NDCG@10, seeded.
+AdamW, early stopping on validation NDCG@10, seeded; under loo-full, a few epochs more on the
+validation targets once validation has chosen the weights (``fit(..., known=...)``).
 
 Run through the CLI: ``streamrec train --data PATH --format FMT --protocol P --out DIR``.
 """
@@ -55,16 +56,21 @@ def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Op
         state = None
         for a in range(0, items.shape[1] - 1, cfg.max_len):
             b = min(a + cfg.max_len, items.shape[1] - 1)
-            scores, state = model(inputs[:, a:b], types[:, a:b], gaps[:, a:b], state)
+            q, state = model.encode(inputs[:, a:b], types[:, a:b], gaps[:, a:b], state)
             target = items[:, a + 1:b + 1]
-            n = int((target != 0).sum())
+            sel = target > 1  # positions with something to learn (not padding, not out of vocabulary)
+            n = int(sel.sum())
             if n == 0:
-                break
+                state = (state[0].detach(), state[1].detach())
+                continue
+            # whole-catalog scores only where there is a target: [n, n_items], not [B, T, n_items]
+            current, target_n = inputs[:, a:b][sel], target[sel]
+            scores = model.score(q[sel], current)
             if model.cfg.transitions > 0:
-                scores = _leave_one_out(model, scores, inputs[:, a:b], target)
+                scores = _leave_one_out(model, scores, current, target_n)
             if cfg.mask_seen:
-                scores = _mask_seen(scores, items[:, :b], a, target)
-            loss = loss_fn(scores.reshape(-1, scores.shape[-1]), target.reshape(-1))
+                scores = _mask_seen(scores, items[:, :b], a, target, sel)
+            loss = loss_fn(scores, target_n)
             opt.zero_grad(set_to_none=True)
             (loss / n).backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
@@ -88,17 +94,19 @@ def _mask_items(items: torch.Tensor, p: float, gen: torch.Generator) -> torch.Te
     return torch.where(drop, torch.ones_like(items), items)
 
 
-def _mask_seen(scores: torch.Tensor, history: torch.Tensor, a: int, target: torch.Tensor) -> torch.Tensor:
+def _mask_seen(scores: torch.Tensor, history: torch.Tensor, a: int, target: torch.Tensor,
+               sel: torch.Tensor | None = None) -> torch.Tensor:
     """Scores [B, T, N] of chunk positions a..a+T-1 with every item of the user's history up to
     and including the current event set to -1e9, except the target: the loss then ranks the
     target among the items evaluation and serving can recommend (seen items are dropped there).
-    ``history`` [B, a+T] holds the inputs from the user's first event."""
-    T, S = scores.shape[1], history.shape[1]
+    ``history`` [B, a+T] holds the inputs from the user's first event; ``target`` is [B, T].
+    With ``sel`` (a [B, T] boolean), ``scores`` holds only the selected positions, [n, N]."""
+    T, S = target.shape[1], history.shape[1]
     before = torch.arange(S)[None, :] <= torch.arange(a, a + T)[:, None]  # [T, S]: s <= t
     idx = history[:, None, :].expand(-1, T, -1)  # [B, T, S]
     keep = before[None] & (idx > 1) & (idx != target[:, :, None])
     idx = torch.where(keep, idx, torch.zeros_like(idx))  # not masked -> the PAD column (never a target)
-    return scores.scatter(-1, idx, -1e9)
+    return scores.scatter(-1, idx if sel is None else idx[sel], -1e9)
 
 
 def _leave_one_out(model: LSTMRecommender, scores: torch.Tensor, items: torch.Tensor, target: torch.Tensor):
@@ -173,8 +181,51 @@ def evaluate_model(model: LSTMRecommender, encoded: dict[str, Encoded], targets:
 
 
 def fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encoded: dict[str, Encoded],
-        valid: TargetSet, progress: bool = True) -> tuple[LSTMRecommender, list[dict]]:
-    """Train with early stopping; returns the best-on-validation model and the per-epoch history."""
+        valid: TargetSet, progress: bool = True, known: list[Encoded] | None = None
+        ) -> tuple[LSTMRecommender, list[dict]]:
+    """Train with early stopping; returns the best-on-validation model and the per-epoch history.
+
+    With ``cfg.finetune`` > 0 and ``known`` (every event known before the first test target:
+    the fitted events plus the validation targets), training then continues from the best
+    weights on ``known`` for that many epochs at ``cfg.lr * cfg.finetune_lr`` (history rows with
+    ``"phase": "finetune"``). The number of epochs and the rate can not be chosen on validation
+    (its targets are trained on): they were chosen on a rehearsal that dropped every user's test
+    item, so that the real validation targets played the test's part."""
+    tune = cfg.finetune if known is not None else 0
+    model, opt, history, rng = _fit(model_cfg, cfg, fit_seqs, encoded, valid, progress, reserve=tune)
+    if tune > 0 and history:
+        rows = finetune(model, opt, cfg, known, cfg.lr * cfg.finetune_lr, tune, rng, progress)
+        history += [dict(r, epoch=history[-1]["epoch"] + r["epoch"]) for r in rows]
+    return model, history
+
+
+def finetune(model: LSTMRecommender, opt: torch.optim.Optimizer, cfg: TrainConfig, seqs: list[Encoded],
+             lr: float, epochs: int, rng: np.random.Generator, progress: bool = True) -> list[dict]:
+    """Continue training ``model`` (in place, with its optimizer's state) on ``seqs`` for ``epochs``
+    epochs at ``lr``, without validation (its targets are in ``seqs``); with EMA, the average
+    restarts from the current weights and is what the model keeps. Returns history rows."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    params = list(model.parameters())
+    ema = [p.detach().clone() for p in params] if cfg.ema > 0 else None
+    ema_steps = [10**6]  # no warm-up: the average starts from trained weights
+    seqs = [s for s in seqs if len(s) >= 2]
+    rows = []
+    for epoch in tqdm(range(1, epochs + 1), desc="finetune", unit="epoch", disable=not progress):
+        t0 = time.monotonic()
+        loss = train_epoch(model, seqs, opt, cfg, rng, ema, ema_steps)
+        rows.append({"phase": "finetune", "epoch": epoch, "loss": loss, "lr": lr,
+                     "seconds": time.monotonic() - t0})
+    if ema is not None:
+        _assign(params, ema)
+    return rows
+
+
+def _fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encoded: dict[str, Encoded],
+         valid: TargetSet, progress: bool = True, reserve: int = 0
+         ) -> tuple[LSTMRecommender, torch.optim.Optimizer, list[dict], np.random.Generator]:
+    """``fit`` without the fine-tune; also returns the optimizer and the random generator.
+    ``reserve``: epochs of the time budget kept for what follows."""
     if cfg.schedule not in ("plateau", "cosine"):
         raise ValueError(f"unknown schedule {cfg.schedule!r}; schedules are plateau, cosine")
     rng = np.random.default_rng(cfg.seed)
@@ -224,12 +275,14 @@ def fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encode
                         hr10=f"{metrics.get('HR@10', float('nan')):.4f}", best=f"{best:.4f}")
         if bad >= cfg.patience:
             break
-        if cfg.time_budget_s and time.monotonic() - start > cfg.time_budget_s:
-            break
+        if cfg.time_budget_s:  # stop early enough that the fine-tune epochs fit in the budget too
+            per_epoch = (time.monotonic() - start) / epoch
+            if time.monotonic() - start + reserve * per_epoch > cfg.time_budget_s:
+                break
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    return model.eval(), history
+    return model.eval(), opt, history, rng
 
 
 def refit(model_cfg: LSTMConfig, cfg: TrainConfig, seqs: list[Encoded], lr_path: list[float],
