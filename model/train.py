@@ -190,9 +190,13 @@ def fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encode
     weights on ``known`` for that many epochs at ``cfg.lr * cfg.finetune_lr`` (history rows with
     ``"phase": "finetune"``). The number of epochs and the rate can not be chosen on validation
     (its targets are trained on): they were chosen on a rehearsal that dropped every user's test
-    item, so that the real validation targets played the test's part."""
+    item, so that the real validation targets played the test's part (``benchmarks/quality.py
+    --rehearse``)."""
     tune = cfg.finetune if known is not None else 0
-    model, opt, history, rng = _fit(model_cfg, cfg, fit_seqs, encoded, valid, progress, reserve=tune)
+    # time to keep for the fine-tune, in fitting epochs: its epochs have more targets
+    targets = lambda seqs: sum(len(s) - 1 for s in seqs if len(s) > 1)  # noqa: E731
+    more = targets(known or []) / max(targets(fit_seqs), 1)
+    model, opt, history, rng = _fit(model_cfg, cfg, fit_seqs, encoded, valid, progress, reserve=tune * more)
     if tune > 0 and history:
         rows = finetune(model, opt, cfg, known, cfg.lr * cfg.finetune_lr, tune, rng, progress)
         history += [dict(r, epoch=history[-1]["epoch"] + r["epoch"]) for r in rows]
@@ -222,7 +226,7 @@ def finetune(model: LSTMRecommender, opt: torch.optim.Optimizer, cfg: TrainConfi
 
 
 def _fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encoded: dict[str, Encoded],
-         valid: TargetSet, progress: bool = True, reserve: int = 0
+         valid: TargetSet, progress: bool = True, reserve: float = 0.0
          ) -> tuple[LSTMRecommender, torch.optim.Optimizer, list[dict], np.random.Generator]:
     """``fit`` without the fine-tune; also returns the optimizer and the random generator.
     ``reserve``: epochs of the time budget kept for what follows."""
