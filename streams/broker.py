@@ -46,16 +46,36 @@ from streams.kafka_dist import (
     write_node_config,
 )
 
-__all__ = ["DEFAULT_VERSION", "Broker", "BrokerError", "Cluster", "free_port", "kafka_version", "load", "metadata",
+__all__ = ["DEFAULT_VERSION", "Broker", "BrokerError", "Cluster", "free_port", "free_ports", "kafka_version", "load", "metadata",
            "provision", "start_broker", "start_cluster", "state_file", "streamrec_home"]
 HOST = "127.0.0.1"
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
+def free_ports(n: int, exclude: tuple[int, ...] = ()) -> list[int]:
+    """``n`` distinct free ports on ``HOST`` (none in ``exclude``).
+
+    All sockets stay bound until every port is chosen: ports taken one at a time can repeat,
+    because the kernel may hand a just-released port out again.
+    """
+    held: list[socket.socket] = []
+    try:
+        ports: list[int] = []
+        while len(ports) < n:
+            s = socket.socket()
+            held.append(s)
+            s.bind((HOST, 0))
+            p = int(s.getsockname()[1])
+            if p not in exclude:
+                ports.append(p)
+        return ports
+    finally:
+        for s in held:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def _recv(sock: socket.socket, n: int) -> bytes:
@@ -292,7 +312,26 @@ def start_cluster(n: int = 3, *, port: int | None = None, data_dir: Path | None 
     env_port = os.environ.get("STREAMREC_KAFKA_PORT")
     port = port or (int(env_port) if env_port else None)
     run_dir = Path(data_dir or home / "kafka-run" / (name or f"anon-{os.getpid()}")).resolve()
-    brokers = [Broker(i + 1, port + i if port else free_port(), free_port(), run_dir / f"node-{i + 1}", version, libs, n,
+    for attempt in range(3):
+        try:
+            return _start_once(n, port, run_dir, name, version, home, libs, partitions, timeout, record_state,
+                               extra_config, die_with_parent, progress)
+        except BrokerError as e:
+            # Free ports are only reserved until the JVM binds them: another process may take one
+            # meanwhile.  Then try again on other free ones (a port the caller chose is not retried).
+            if port or attempt == 2 or "Address already in use" not in str(e):
+                raise
+            if progress:
+                progress("a chosen port was taken before Kafka bound it: retrying on other ports")
+    raise AssertionError("unreachable")
+
+
+def _start_once(n: int, port: int | None, run_dir: Path, name: str | None, version: str, home: Path, libs: Path,
+                partitions: int, timeout: float, record_state: bool, extra_config: dict[str, str] | None,
+                die_with_parent: bool, progress: Callable[[str], None] | None) -> Cluster:
+    client_ports = [port + i for i in range(n)] if port else free_ports(n)
+    controller_ports = free_ports(n, exclude=tuple(client_ports))
+    brokers = [Broker(i + 1, client_ports[i], controller_ports[i], run_dir / f"node-{i + 1}", version, libs, n,
                       die_with_parent=die_with_parent) for i in range(n)]
     for b in brokers:
         with socket.socket() as s:

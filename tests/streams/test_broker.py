@@ -217,3 +217,35 @@ def test_cluster3_replication_and_acks_all(kafka_cluster3: kb.Cluster) -> None:
     consumer = KafkaConsumer(bootstrap_servers=kafka_cluster3.bootstrap)
     assert sum(consumer.end_offsets([TopicPartition(topic, p) for p in range(3)]).values()) == 31
     consumer.close()
+
+
+def test_free_ports_are_distinct() -> None:
+    ports = kb.free_ports(64, exclude=(kb.free_port(),))
+    assert len(set(ports)) == 64
+
+
+def test_start_retries_when_a_free_port_is_taken_before_kafka_binds(
+        kafka_broker: kb.Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()  # another process took the "free" controller port between the choice and the JVM's bind
+    taken = squatter.getsockname()[1]
+    real, calls = kb.free_ports, []
+
+    def first_controller_port_taken(n: int, exclude: tuple[int, ...] = ()) -> list[int]:
+        calls.append(n)
+        return [taken] if len(calls) == 2 else real(n, exclude)
+
+    monkeypatch.setattr(kb, "free_ports", first_controller_port_taken)
+    messages: list[str] = []
+    try:
+        broker = kb.start_broker(data_dir=tmp_path, name=None, record_state=False, timeout=60,
+                                 die_with_parent=True, progress=messages.append)
+        try:
+            assert broker.controller_port != taken and broker.is_running()
+            assert any("retrying" in m for m in messages), messages
+        finally:
+            broker.stop()
+    finally:
+        squatter.close()
