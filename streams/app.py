@@ -45,6 +45,7 @@ import socket
 import sys
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -59,6 +60,7 @@ from export.runtime import Bundle
 from streams import codec
 from streams.config import ConfigError, WorkerConfig
 from streams.logic import already_applied, process
+from streams.pipeline import Pipeline
 from streams.security import faust_credentials
 from streams.sequencer import Sequencer, is_progress_key
 from streams.state import StateError, UserState, last_ts_of
@@ -119,7 +121,10 @@ INFERENCE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-onnx
 counts: Counter[str] = Counter()  # received / emitted / duplicate / redelivered / rejected / expired / state_reset
 rejected: Counter[str] = Counter()  # per reason code
 _bundle: list[Bundle] = []  # filled on worker start
-_in_flight: list[bytes | None] = [None]  # the key of the event being processed (the expiry sweep skips it)
+_stepping: list[bytes | None] = [None]  # the key of the event being processed (the expiry sweep skips it)
+# At-least-once: user key -> packed state whose recommendation Kafka has not acknowledged yet. The table
+# gets it only then (see emit); the user's next events read it from here.
+_pending: dict[bytes, bytes] = {}
 _stream_time: list[int] = [0]  # newest event time applied (epoch ms): the clock of --state-ttl
 
 
@@ -135,84 +140,150 @@ async def recommend(stream: faust.StreamT) -> None:
         log.critical("streamrec worker cannot start: %s", exc)
         await app.crash(exc)
         return
-    log.info("streamrec worker: model %s (k=%d, m=%d, event types %s), table %s, torch imported: %s",
-             bundle.version, K, manifest.m, manifest.event_types, TABLE_NAME, "torch" in sys.modules)
+    log.info("streamrec worker: model %s (k=%d, m=%d, event types %s), table %s, %d events in flight at most, "
+             "torch imported: %s", bundle.version, K, manifest.m, manifest.event_types, TABLE_NAME,
+             config.in_flight, "torch" in sys.modules)
     verified: set[str] = set()
-    async for event in stream.events():
-        if event.message.topic not in verified:
-            problem = partition_problem(event.message.topic)
-            if problem:
-                log.critical("streamrec worker stops: %s", problem)
-                await app.crash(ConfigError(problem))
-                return
-            verified.add(event.message.topic)
-        if await sequencer.admit(event.message):  # the next record of its partition (else skipped)
-            await handle(event, bundle, loop)
-            await sequencer.finish(event.message)
+    manual = stream.noack()  # an event is acknowledged (its offset may be committed) by its completion
+    current: list[asyncio.Future[None]] = []
+    try:
+        async for event in manual.events():
+            if event.message.topic not in verified:
+                problem = partition_problem(event.message.topic)
+                if problem:
+                    log.critical("streamrec worker stops: %s", problem)
+                    await app.crash(ConfigError(problem))
+                    return
+                verified.add(event.message.topic)
+            # Shielded: a shutdown arriving now still steps, publishes and queues this event's completion.
+            current[:] = [asyncio.ensure_future(admit_and_handle(event, bundle, loop, manual))]
+            await asyncio.shield(current[0])
+    finally:  # a clean stop (or a rebalance's end of this stream) finishes the events in flight first
+        await asyncio.shield(_finish_in_flight(current))
 
 
-async def handle(event: faust.EventT, bundle: Bundle, loop: asyncio.AbstractEventLoop) -> None:
-    """Parse, step the user's state (in the inference thread), publish, assign the new state."""
+async def _finish_in_flight(current: list[asyncio.Future[None]]) -> None:
+    if current and not current[0].done():
+        await asyncio.wait(current)
+    await pipeline.drain()
+
+
+async def admit_and_handle(event: faust.EventT, bundle: Bundle, loop: asyncio.AbstractEventLoop,
+                           stream: faust.StreamT) -> None:
+    """One record: sequence it, step it, publish, and queue its completion in the pipeline."""
+    if await sequencer.admit(event.message):  # the next record of its partition
+        await pipeline.put(await handle(event, bundle, loop, stream))
+    elif not event.message.acked:  # a redelivery of a finished record: acknowledge it, in order
+        await pipeline.put(complete(event, stream, []))
+    # else: skipped by the sequencer (it comes again after a seek), never acknowledged
+
+
+async def handle(event: faust.EventT, bundle: Bundle, loop: asyncio.AbstractEventLoop,
+                 stream: faust.StreamT) -> Coroutine[Any, Any, None]:
+    """Parse, step the user's state (in the inference thread), publish; returns the event's completion
+    (see ``emit``), which the pipeline runs once the events before it are done."""
     msg = event.message
     counts["received"] += 1
     source = codec.Source(msg.topic, msg.partition, msg.offset)
     parsed = codec.parse_event(event.key, event.value, config.kinds[msg.topic], manifest.event_types)
     if isinstance(parsed, codec.Rejected):
-        return await reject(event.key, event.value, source, parsed)
-    _in_flight[0] = event.key
+        return await reject(event, stream, source, parsed)
+    _stepping[0] = event.key
     try:
         state = read_state(event.key, parsed.event.user_id)
         position = (SOURCE_SLOT[msg.topic], msg.offset)
         if kind := already_applied(state, parsed.event_id, position):
             counts[kind] += 1  # a duplicate event id, or a redelivery after a crash: applied once, not twice
-            return
+            return await nothing_to_emit(event, stream)
         step = partial(process, bundle, [state], [parsed.event], event_ids=[parsed.event_id], positions=[position],
                        k=K)
         (new_state,), (rec,) = await loop.run_in_executor(INFERENCE, step)
     except Exception as exc:  # a bug or a broken model: keep the event, keep going
         log.exception("processing %s failed", source)
-        return await reject(event.key, event.value, source, codec.Rejected(codec.PROCESSING_ERROR, repr(exc)[:500]))
+        return await reject(event, stream, source, codec.Rejected(codec.PROCESSING_ERROR, repr(exc)[:500]))
     finally:
-        _in_flight[0] = None
+        _stepping[0] = None
     value = codec.encode_recommendation(rec.user_id, rec.items, rec.scores, bundle.version, source, rec.event_ts,
                                         now_ms())
     _stream_time[0] = max(_stream_time[0], rec.event_ts)
-    # Shielded: a shutdown arriving now still publishes and stores both, or neither was started.
-    await asyncio.shield(emit(event.key, value, new_state.pack(), source))
+    return await emit(event, stream, value, new_state.pack(), source)
 
 
-async def emit(key: bytes, value: bytes, state: bytes, source: codec.Source) -> None:
-    """Publish the recommendation, then assign the user's new state (never mutated in place).
+async def emit(event: faust.EventT, stream: faust.StreamT, value: bytes, state: bytes,
+               source: codec.Source) -> Coroutine[Any, Any, None]:
+    """Publish the recommendation and write the user's new state; returns the event's completion.
 
-    At-least-once waits until Kafka acknowledged the recommendation before the state records the
-    event as applied: after a crash (even SIGKILL) an event the state includes always has its
-    recommendation in the topic, and an event it does not include is applied again (a duplicate
-    with the same ``source``).
+    At-least-once: the table gets the state only once Kafka acknowledged the recommendation (in the
+    completion; until then the user's next events read it from ``_pending``): after a crash (even
+    SIGKILL) an event the state includes always has its recommendation in the topic, and an event it
+    does not include is applied again (a duplicate with the same ``source``).
 
-    Exactly-once waits until both the recommendation and the state's changelog entry are written
-    (inside the partition's open transaction) before the event counts as done: Faust commits the
-    input offset of a done event in the transaction open at that moment, which then holds the
+    Exactly-once: the recommendation, the state and the partition's progress are written now, in
+    the source partition's open transaction, together (``write_in_transaction``); the event counts
+    as done (acknowledged, so Faust may commit its offset) once they are delivered: Faust commits
+    the input offset of a done event in the transaction open at that moment, which then holds the
     event's writes or follows a transaction that committed them.
     """
-    delivered = await publish(output_topic, key, value, source)
     if EXACTLY_ONCE:
-        await asyncio.gather(delivered, store(states, key, state, source.partition))
-    else:
-        await delivered
-        states[key] = state
-    counts["emitted"] += 1
+        return complete(event, stream, await write_in_transaction(event, (output_topic, value), state), emitted=True)
+    delivered = await output_topic.send(key=event.key, value=value)
+    _pending[event.key] = state
+    return complete(event, stream, [delivered], state=(event.key, state), emitted=True)
 
 
-def store(table: Any, key: bytes, value: bytes, partition: int) -> Any:
-    """Exactly-once: write ``value`` to the table's local store and changelog in ``partition`` (what
-    ``table[key] = value`` does), returning the changelog write's delivery future."""
+async def nothing_to_emit(event: faust.EventT, stream: faust.StreamT) -> Coroutine[Any, Any, None]:
+    """The completion of an event that changes no state (a duplicate event id or a redelivery)."""
+    if EXACTLY_ONCE:
+        return complete(event, stream, await write_in_transaction(event, None, None))
+    return complete(event, stream, [])
+
+
+async def complete(event: faust.EventT, stream: faust.StreamT, writes: list[Any],
+                   state: tuple[bytes, bytes] | None = None, emitted: bool = False) -> None:
+    """Run by the pipeline, in arrival order: wait for the event's writes; at-least-once, then store its
+    state and its partition's progress (in this order: one changelog partition holds both); count it;
+    acknowledge it to Faust."""
+    for write in writes:
+        await write
+    msg = event.message
+    if not EXACTLY_ONCE:
+        if state is not None:
+            key, blob = state
+            store(states, key, blob, msg.partition)
+            if _pending.get(key) is blob:  # no later event of the user is in flight
+                del _pending[key]
+        finished = sequencer.finished(msg.tp)
+        if finished is None or msg.offset > finished:  # (a redelivered record is acknowledged only)
+            sequencer.finish(msg)
+    if emitted:
+        counts["emitted"] += 1
+    await stream.ack(event)
+
+
+async def _pipeline_failed(exc: BaseException) -> None:
+    log.critical("streamrec worker stops: writing an event's results failed: %r", exc)
+    await app.crash(exc)
+
+
+pipeline = Pipeline(config.in_flight, on_error=_pipeline_failed)
+
+
+def put_local(table: Any, key: bytes, value: bytes, partition: int) -> None:
+    """Write ``value`` to the table's local RocksDB copy of ``partition`` only."""
     data = table.data  # faust's RocksDB store: one DB per partition
     data._db_for_partition(partition).put(key, value)
     data._key_index[key] = partition
+
+
+def store(table: Any, key: bytes, value: bytes, partition: int) -> Any:
+    """At-least-once: write ``value`` to the table's local store and changelog in ``partition`` (what
+    ``table[key] = value`` does inside the event's stream iteration, which completions run outside
+    of), returning the changelog write's delivery future."""
+    put_local(table, key, value, partition)
     return table.send_changelog(partition, key, value, key_serializer="raw", value_serializer="raw")
 
 
-sequencer = Sequencer(app, states, counts, SOURCE_SLOT, store if EXACTLY_ONCE else None)
+sequencer = Sequencer(app, states, counts, SOURCE_SLOT, store, drain=pipeline.drain)
 
 
 @app.timer(sequencer.stall_s / 3, name="unstall_partitions")
@@ -221,22 +292,47 @@ async def unstall_partitions() -> None:
         await sequencer.unstall()
 
 
-async def publish(topic: faust.TopicT, key: bytes | None, value: bytes, source: codec.Source) -> Any:
-    """Send to the output or dead-letter topic; returns the delivery future.
+async def write_in_transaction(event: faust.EventT, out: tuple[faust.TopicT, bytes] | None,
+                               state: bytes | None) -> list[Any]:
+    """Exactly-once: an event's writes (``out`` = (topic, value) for the recommendation or dead letter,
+    the user's new ``state``, the input partition's progress) to the local table and, back to back
+    under the transaction's lock, to Kafka in the source partition's open transaction; returns their
+    delivery futures. No commit can fall between them: a transaction holds all of an event's writes
+    or none. (Faust's own paths would not do: ``topic.send`` uses a non-transactional producer for a
+    topic the app does not consume, and table writes go through a buffer that a commit can overtake.)"""
+    msg = event.message
+    changelog = states.changelog_topic.get_topic_name()
+    records: list[tuple[str, bytes | None, bytes, int | None]] = []
+    if out is not None:
+        records.append((out[0].get_topic_name(), event.key, out[1], None))
+    if state is not None:
+        records.append((changelog, event.key, state, msg.partition))
+    records.append((changelog, *sequencer.progress(msg), msg.partition))
+    for topic, key, value, partition in records:
+        if topic == changelog:
+            put_local(states, key, value, partition)  # type: ignore[arg-type]
+    producer = app.consumer.transactions.producer  # faust's producer, holding one per transactional id
+    transactional_id = f"{app.conf.id}-{app.assignor.group_for_topic(msg.topic)}-{msg.partition}"
+    sender = producer._transaction_producers.get(transactional_id)
+    if sender is None:
+        raise RuntimeError(f"no transaction is open for {transactional_id} (partition revoked?)")
+    async with producer._trn_locks[transactional_id]:
+        futures = [await sender.send(topic, value, key=key, partition=partition)
+                   for topic, key, value, partition in records]
+    for (topic, *_), future in zip(records, futures):
+        if topic == changelog:  # as faust's own table writes do: the offset restored from after a clean stop
+            future.add_done_callback(_changelog_written)
+    return futures
 
-    Exactly-once: in the Kafka transaction of the source partition, the one that also carries the
-    table's changelog writes and commits the input offsets. (Faust's ``topic.send`` would use a
-    non-transactional producer for a topic the app does not consume: after a crash, records of
-    aborted work would stay visible to read_committed consumers.)"""
-    if not EXACTLY_ONCE:
-        return await topic.send(key=key, value=value)
-    transactional_id = f"{app.conf.id}-{app.assignor.group_for_topic(source.topic)}-{source.partition}"
-    return await app.consumer.transactions.producer.send(topic.get_topic_name(), key, value, None, None, None,
-                                                         transactional_id=transactional_id)
+
+def _changelog_written(future: Any) -> None:
+    if not future.cancelled() and future.exception() is None:
+        result = future.result()
+        app.tables.persist_offset_on_commit(states.data, result.topic_partition, result.offset)
 
 
 def read_state(key: bytes, user_id: str) -> UserState | None:
-    blob = states.get(key)
+    blob = _pending.get(key) or states.get(key)
     try:
         return UserState.unpack(blob, manifest.layers, manifest.hidden) if blob else None
     except StateError as exc:  # not with this code's states (the table name carries the model version)
@@ -245,13 +341,17 @@ def read_state(key: bytes, user_id: str) -> UserState | None:
         return None
 
 
-async def reject(key: bytes | None, value: bytes | None, source: codec.Source, why: codec.Rejected) -> None:
-    """Send a message to the dead-letter topic and count it."""
+async def reject(event: faust.EventT, stream: faust.StreamT, source: codec.Source,
+                 why: codec.Rejected) -> Coroutine[Any, Any, None]:
+    """Send a message to the dead-letter topic and count it; returns its completion (the dead letter is
+    written, exactly-once: in the open transaction, before the event counts as done; see ``emit``)."""
     counts["rejected"] += 1
     rejected[why.reason] += 1
     log.info("dead letter %s:%d@%d: %s (%s)", source.topic, source.partition, source.offset, why.reason, why.message)
-    delivered = await publish(dlq_topic, key, codec.encode_dead_letter(key, value, source, why, now_ms()), source)
-    await delivered  # written (exactly-once: in the open transaction) before the event counts as finished (see emit)
+    dead = codec.encode_dead_letter(event.key, event.value, source, why, now_ms())
+    if EXACTLY_ONCE:
+        return complete(event, stream, await write_in_transaction(event, (dlq_topic, dead), None))
+    return complete(event, stream, [await dlq_topic.send(key=event.key, value=dead)])
 
 
 def now_ms() -> int:
@@ -319,7 +419,7 @@ async def expire_idle_states() -> int:
                 if not is_progress_key(key) and last_ts_of(blob) < horizon]
         for i, key in enumerate(idle):
             blob = db.get(key)  # again: an event may have arrived since the scan (same thread, no await between)
-            if key == _in_flight[0] or blob is None or last_ts_of(blob) >= horizon:
+            if key == _stepping[0] or key in _pending or blob is None or last_ts_of(blob) >= horizon:
                 continue
             db.delete(key)
             store._key_index.pop(key, None)
@@ -360,7 +460,8 @@ async def recommendations_view(web: View, request: Request, user_id: str) -> Res
         return web.error(400, f"user id {problem}")
     if not _bundle:
         return web.error(503, "the worker is still starting")
-    blob = states.get(user_id.encode("utf-8"))
+    key = user_id.encode("utf-8")
+    blob = _pending.get(key) or states.get(key)
     if blob is None:
         return web.error(404, "no events for this user yet", user_id=user_id)
     state = UserState.unpack(blob)

@@ -22,6 +22,7 @@ worker`` (which can only read the environment) and the CLI see the same configur
     STREAMREC_THREADS         ONNX Runtime intra-op threads                      (1)
     STREAMREC_LOG_LEVEL       debug | info | warning | error                     (info)
     STREAMREC_SESSION_TIMEOUT seconds Kafka waits for a silent worker before moving its partitions (60)
+    STREAMREC_IN_FLIGHT       events stepped ahead of Kafka's acknowledgements at most (500; 1 = none)
     STREAMREC_STATE_TTL       expire users idle this long in event time, e.g. 30d (0 = never)
     STREAMREC_TTL_SWEEP       seconds between two expiry sweeps                  (60)
     STREAMREC_SECURITY_PROTOCOL  PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL     (PLAINTEXT)
@@ -94,6 +95,10 @@ SETTINGS = (
     Setting("session_timeout", "--session-timeout", "STREAMREC_SESSION_TIMEOUT", "SECONDS",
             "how long Kafka waits for a silent worker (crashed, stuck) before moving its partitions to the others; "
             "a worker restarted after a crash waits this long too (Kafka's group.min.session.timeout.ms: 6 s)"),
+    Setting("in_flight", "--in-flight", "STREAMREC_IN_FLIGHT", "N",
+            "how many events may be stepped and published before the writes of the earlier ones are "
+            "acknowledged by Kafka; each event still counts as done (state stored, offset committable) only "
+            "once its own writes are, in order. 1 waits for every event's writes before the next (slow)"),
     Setting("state_ttl", "--state-ttl", "STREAMREC_STATE_TTL", "DURATION",
             "delete the state of a user idle this long (e.g. 30d, 12h; 0 = never), measured in event time: "
             "against the newest event time the worker has seen (never later than its clock); deletions "
@@ -155,6 +160,7 @@ class WorkerConfig:
     threads: int = 1
     log_level: str = "info"
     session_timeout: float = 60.0  # Kafka consumer-group session timeout, seconds
+    in_flight: int = 500  # events whose writes may be under way at once (streams/pipeline.py)
     state_ttl: float = 0.0  # seconds of event time; 0 = states never expire
     ttl_sweep: float = 60.0  # seconds between expiry sweeps
     security_protocol: str = "PLAINTEXT"
@@ -227,7 +233,7 @@ class WorkerConfig:
         values: dict[str, object] = {}
         for name, value in raw.items():
             text = str(value).strip()
-            if name in ("partitions", "replication", "k", "web_port", "threads"):
+            if name in ("partitions", "replication", "k", "web_port", "threads", "in_flight"):
                 values[name] = _positive(_describe(name))(text)
             elif name in ("bundle", "data_dir", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
                 values[name] = Path(text)

@@ -7,7 +7,12 @@ in the event's partition: one changelog partition holds both in order, so whatev
 survives a crash never has an event finished without its state, and it moves with that
 partition's user states in a rebalance. It seeks the consumer back when ``PartitionGuard`` or
 ``stalled`` say so. ``streams/app.py`` calls ``admit`` before an event and
-``finish`` after it, and runs ``unstall`` on a timer.
+``finish`` once its state is written, and runs ``unstall`` on a timer.
+
+Events are pipelined (``streams/pipeline.py``): an admitted event may still have its writes in
+flight while the next one is admitted. ``admit`` therefore sequences against the last *admitted*
+offset of a partition, and every seek first drains the pipeline (``drain``), so that a partition is
+only ever sought back to the record after its last finished one.
 """
 from __future__ import annotations
 
@@ -21,8 +26,8 @@ from streams.progress import APPLY, REPLAYED, REWIND, PartitionGuard, stalled
 
 log = logging.getLogger("streamrec.worker")
 
-#: Exactly-once: how a table write joins the open transaction (``app.store``): (table, key, value,
-#: partition) -> the changelog write's delivery future.
+#: How a table write is made (``app.store``; exactly-once: it joins the open transaction): (table, key,
+#: value, partition) -> the changelog write's delivery future.
 Store = Callable[[Any, bytes, bytes, int], Awaitable[Any]]
 
 
@@ -42,11 +47,14 @@ class Sequencer:
     """Applies each input partition's records contiguously (see ``streams/progress.py``)."""
 
     def __init__(self, app: Any, table: Any, counts: Counter[str], inputs: Collection[str],
-                 store: Store | None, stall_s: float = 15.0) -> None:
+                 store: Store, stall_s: float = 15.0,
+                 drain: Callable[[], Awaitable[None]] | None = None) -> None:
         self.app, self.table, self.counts, self.inputs = app, table, counts, set(inputs)
-        self.store, self.stall_s = store, stall_s  # store: exactly-once only
+        self.store, self.stall_s = store, stall_s
+        self.drain = drain  # waits until every admitted event is finished (the worker's pipeline)
         self.guard = PartitionGuard()
         self._finished: dict[Any, int | None] = {}  # cache of the table, for one consumer generation
+        self._admitted: dict[Any, int] = {}  # partition -> last offset admitted (finished or in flight)
         self._generation = -1
         self._last_seen: dict[Any, float] = {}  # partition -> monotonic time its last record arrived
         self._stall_end: dict[Any, int] = {}  # partition -> its end offset when last sought back
@@ -57,18 +65,25 @@ class Sequencer:
         if self._generation != self.app.consumer_generation_id:
             self._generation = self.app.consumer_generation_id
             self._finished.clear()
+            self._admitted.clear()
             self.guard.forget()
         if tp not in self._finished:
             blob = self.table.get(key_of(tp))
             self._finished[tp] = int.from_bytes(blob, "little", signed=True) if blob else None
         return self._finished[tp]
 
+    def position(self, tp: Any) -> int | None:
+        """The last offset admitted in ``tp``: finished, or with its writes still in flight."""
+        finished = self.finished(tp)
+        return self._admitted.get(tp, finished)
+
     async def admit(self, msg: Any) -> bool:
         """Whether ``msg`` is the next record of its partition to apply; seeks the partition back when
         the consumer skipped records before it. A replayed record counts as ``redelivered``."""
         self._last_seen[msg.tp] = time.monotonic()
-        decision = self.guard.check(msg.tp, msg.offset, self.finished(msg.tp))
+        decision = self.guard.check(msg.tp, msg.offset, self.position(msg.tp))
         if decision.action == APPLY:
+            self._admitted[msg.tp] = msg.offset
             if decision.absent:
                 first, end = decision.absent
                 self.counts["absent"] += end - first
@@ -103,21 +118,28 @@ class Sequencer:
         again (under exactly-once their transaction would never commit). Reset to the last finished
         offset, they make the next commits cover exactly the finished records."""
         consumer = self.app.consumer
+        if self.drain is not None:  # every admitted record finished: offset - 1 is the last finished one
+            await self.drain()
         await consumer.seek(tp, offset)
         consumer._read_offset[tp] = None
         consumer._committed_offset[tp] = offset - 1
         for bookkeeping in (consumer._acked, consumer._acked_index, consumer._gap):
             bookkeeping.pop(tp, None)
 
-    async def finish(self, msg: Any) -> None:
-        """Record ``msg``'s offset as its partition's last finished one; call it once the event's
-        recommendation or dead letter and its state are written (exactly-once: same transaction)."""
-        key, value = key_of(msg.tp), msg.offset.to_bytes(8, "little", signed=True)
-        if self.store is not None:
-            await self.store(self.table, key, value, msg.partition)
-        else:
-            self.table[key] = value
+    def finish(self, msg: Any) -> Any:
+        """Record ``msg``'s offset as its partition's last finished one, after the event's own state.
+
+        At-least-once: call it once the event's recommendation or dead letter is acknowledged and its
+        state stored. Exactly-once: call it right after the event's state is stored (same transaction,
+        same changelog partition, in order); the changelog write's delivery future it returns must
+        complete before the event counts as done."""
+        return self.store(self.table, *self.progress(msg), msg.partition)
+
+    def progress(self, msg: Any) -> tuple[bytes, bytes]:
+        """Mark ``msg`` finished and return its progress record (key, value) for the caller to write
+        (exactly-once writes it together with the event's other writes)."""
         self._finished[msg.tp] = msg.offset
+        return key_of(msg.tp), msg.offset.to_bytes(8, "little", signed=True)
 
     async def unstall(self) -> int:
         """Seek back each assigned input partition that Kafka holds records for past the last finished
@@ -131,14 +153,14 @@ class Sequencer:
         for tp in app.assignor.assigned_actives():
             if tp.topic not in self.inputs:
                 continue
-            finished, end = self.finished(tp), app.consumer.highwater(tp)
+            position, end = self.position(tp), app.consumer.highwater(tp)
             idle = now - self._last_seen.setdefault(tp, now)
             # once per end offset (the tail may be transaction markers), but always while a rewind waits
-            if stalled(finished, end, idle, self.stall_s) and (self.guard.rewinding(tp) or self._stall_end.get(tp) != end):
+            if stalled(position, end, idle, self.stall_s) and (self.guard.rewinding(tp) or self._stall_end.get(tp) != end):
                 self._stall_end[tp], self._last_seen[tp] = end, now
                 self.counts["rewound"] += 1
                 n += 1
                 log.warning("%s:%d: finished offset %d of %d, nothing arrived for %.0f s: seeking back",
-                            tp.topic, tp.partition, finished, end, idle)
-                await self._seek(tp, finished + 1)
+                            tp.topic, tp.partition, position, end, idle)
+                await self._seek(tp, position + 1)
         return n
