@@ -226,9 +226,9 @@ async def emit(event: faust.EventT, stream: faust.StreamT, value: bytes, state: 
     """
     if EXACTLY_ONCE:
         return complete(event, stream, await write_in_transaction(event, (output_topic, value), state), emitted=True)
-    delivered = await output_topic.send(key=event.key, value=value)
+    delivered = await send_records(event.message, [(OUTPUT, event.key, value, None)])
     _pending[event.key] = state
-    return complete(event, stream, [delivered], state=(event.key, state), emitted=True)
+    return complete(event, stream, delivered, state=(event.key, state), emitted=True)
 
 
 async def nothing_to_emit(event: faust.EventT, stream: faust.StreamT) -> Coroutine[Any, Any, None]:
@@ -247,14 +247,18 @@ async def complete(event: faust.EventT, stream: faust.StreamT, writes: list[Any]
         await write
     msg = event.message
     if not EXACTLY_ONCE:
+        records: list[Record] = []
         if state is not None:
             key, blob = state
-            store(states, key, blob, msg.partition)
+            records.append((CHANGELOG, key, blob, msg.partition))
             if _pending.get(key) is blob:  # no later event of the user is in flight
                 del _pending[key]
         finished = sequencer.finished(msg.tp)
         if finished is None or msg.offset > finished:  # (a redelivered record is acknowledged only)
-            sequencer.finish(msg)
+            records.append((CHANGELOG, *sequencer.progress(msg), msg.partition))
+        for _, key, blob, partition in records:
+            put_local(states, key, blob, partition)  # type: ignore[arg-type]
+        await send_records(msg, records)  # not awaited further: at-least-once as faust's own table writes
     if emitted:
         counts["emitted"] += 1
     await stream.ack(event)
@@ -275,15 +279,7 @@ def put_local(table: Any, key: bytes, value: bytes, partition: int) -> None:
     data._key_index[key] = partition
 
 
-def store(table: Any, key: bytes, value: bytes, partition: int) -> Any:
-    """At-least-once: write ``value`` to the table's local store and changelog in ``partition`` (what
-    ``table[key] = value`` does inside the event's stream iteration, which completions run outside
-    of), returning the changelog write's delivery future."""
-    put_local(table, key, value, partition)
-    return table.send_changelog(partition, key, value, key_serializer="raw", value_serializer="raw")
-
-
-sequencer = Sequencer(app, states, counts, SOURCE_SLOT, store, drain=pipeline.drain)
+sequencer = Sequencer(app, states, counts, SOURCE_SLOT, drain=pipeline.drain)
 
 
 @app.timer(sequencer.stall_s / 3, name="unstall_partitions")
@@ -301,34 +297,56 @@ async def write_in_transaction(event: faust.EventT, out: tuple[faust.TopicT, byt
     or none. (Faust's own paths would not do: ``topic.send`` uses a non-transactional producer for a
     topic the app does not consume, and table writes go through a buffer that a commit can overtake.)"""
     msg = event.message
-    changelog = states.changelog_topic.get_topic_name()
-    records: list[tuple[str, bytes | None, bytes, int | None]] = []
+    records: list[Record] = []
     if out is not None:
         records.append((out[0].get_topic_name(), event.key, out[1], None))
     if state is not None:
-        records.append((changelog, event.key, state, msg.partition))
-    records.append((changelog, *sequencer.progress(msg), msg.partition))
+        records.append((CHANGELOG, event.key, state, msg.partition))
+    records.append((CHANGELOG, *sequencer.progress(msg), msg.partition))
     for topic, key, value, partition in records:
-        if topic == changelog:
+        if topic == CHANGELOG:
             put_local(states, key, value, partition)  # type: ignore[arg-type]
-    producer = app.consumer.transactions.producer  # faust's producer, holding one per transactional id
-    transactional_id = f"{app.conf.id}-{app.assignor.group_for_topic(msg.topic)}-{msg.partition}"
-    sender = producer._transaction_producers.get(transactional_id)
-    if sender is None:
-        raise RuntimeError(f"no transaction is open for {transactional_id} (partition revoked?)")
-    async with producer._trn_locks[transactional_id]:
+    return await send_records(msg, records)
+
+
+#: (topic, key, value, partition or None for the key's default partition)
+Record = tuple[str, bytes | None, bytes, int | None]
+OUTPUT, DLQ = output_topic.get_topic_name(), dlq_topic.get_topic_name()
+CHANGELOG = states.changelog_topic.get_topic_name()
+
+
+async def send_records(msg: Any, records: list[Record]) -> list[Any]:
+    """Send ``records`` back to back straight through aiokafka (Faust's ``topic.send`` and table writes
+    cost several times more per record); returns their delivery futures. Exactly-once: through the
+    source partition's transactional producer, under its transaction's lock. At-least-once: through
+    the app's producer. Kafka keeps them in order per partition either way."""
+    producer = app.consumer.transactions.producer if EXACTLY_ONCE else app.producer  # faust's producer
+    if EXACTLY_ONCE:
+        transactional_id = f"{app.conf.id}-{app.assignor.group_for_topic(msg.topic)}-{msg.partition}"
+        sender = producer._transaction_producers.get(transactional_id)
+        if sender is None:
+            raise RuntimeError(f"no transaction is open for {transactional_id} (partition revoked?)")
+        async with producer._trn_locks[transactional_id]:
+            futures = [await sender.send(topic, value, key=key, partition=partition)
+                       for topic, key, value, partition in records]
+    else:
+        sender = producer._producer  # the aiokafka producer faust started
         futures = [await sender.send(topic, value, key=key, partition=partition)
                    for topic, key, value, partition in records]
     for (topic, *_), future in zip(records, futures):
-        if topic == changelog:  # as faust's own table writes do: the offset restored from after a clean stop
+        if topic == CHANGELOG:  # as faust's own table writes do: the changelog offset to restore from
             future.add_done_callback(_changelog_written)
     return futures
 
 
 def _changelog_written(future: Any) -> None:
-    if not future.cancelled() and future.exception() is None:
-        result = future.result()
+    if future.cancelled() or future.exception() is not None:
+        return
+    result = future.result()
+    if EXACTLY_ONCE:  # written to disk when the transaction commits
         app.tables.persist_offset_on_commit(states.data, result.topic_partition, result.offset)
+    else:
+        states.data.set_persisted_offset(result.topic_partition, result.offset)
 
 
 def read_state(key: bytes, user_id: str) -> UserState | None:
@@ -351,7 +369,7 @@ async def reject(event: faust.EventT, stream: faust.StreamT, source: codec.Sourc
     dead = codec.encode_dead_letter(event.key, event.value, source, why, now_ms())
     if EXACTLY_ONCE:
         return complete(event, stream, await write_in_transaction(event, (dlq_topic, dead), None))
-    return complete(event, stream, [await dlq_topic.send(key=event.key, value=dead)])
+    return complete(event, stream, await send_records(event.message, [(DLQ, event.key, dead, None)]))
 
 
 def now_ms() -> int:

@@ -7,7 +7,7 @@ in the event's partition: one changelog partition holds both in order, so whatev
 survives a crash never has an event finished without its state, and it moves with that
 partition's user states in a rebalance. It seeks the consumer back when ``PartitionGuard`` or
 ``stalled`` say so. ``streams/app.py`` calls ``admit`` before an event and
-``finish`` once its state is written, and runs ``unstall`` on a timer.
+``progress`` when it writes the event's state, and runs ``unstall`` on a timer.
 
 Events are pipelined (``streams/pipeline.py``): an admitted event may still have its writes in
 flight while the next one is admitted. ``admit`` therefore sequences against the last *admitted*
@@ -26,11 +26,6 @@ from streams.progress import APPLY, REPLAYED, REWIND, PartitionGuard, stalled
 
 log = logging.getLogger("streamrec.worker")
 
-#: How a table write is made (``app.store``; exactly-once: it joins the open transaction): (table, key,
-#: value, partition) -> the changelog write's delivery future.
-Store = Callable[[Any, bytes, bytes, int], Awaitable[Any]]
-
-
 PREFIX = b"\x00progress\x00"
 
 
@@ -47,10 +42,10 @@ class Sequencer:
     """Applies each input partition's records contiguously (see ``streams/progress.py``)."""
 
     def __init__(self, app: Any, table: Any, counts: Counter[str], inputs: Collection[str],
-                 store: Store, stall_s: float = 15.0,
+                 stall_s: float = 15.0,
                  drain: Callable[[], Awaitable[None]] | None = None) -> None:
         self.app, self.table, self.counts, self.inputs = app, table, counts, set(inputs)
-        self.store, self.stall_s = store, stall_s
+        self.stall_s = stall_s
         self.drain = drain  # waits until every admitted event is finished (the worker's pipeline)
         self.guard = PartitionGuard()
         self._finished: dict[Any, int | None] = {}  # cache of the table, for one consumer generation
@@ -126,18 +121,11 @@ class Sequencer:
         for bookkeeping in (consumer._acked, consumer._acked_index, consumer._gap):
             bookkeeping.pop(tp, None)
 
-    def finish(self, msg: Any) -> Any:
-        """Record ``msg``'s offset as its partition's last finished one, after the event's own state.
-
-        At-least-once: call it once the event's recommendation or dead letter is acknowledged and its
-        state stored. Exactly-once: call it right after the event's state is stored (same transaction,
-        same changelog partition, in order); the changelog write's delivery future it returns must
-        complete before the event counts as done."""
-        return self.store(self.table, *self.progress(msg), msg.partition)
-
     def progress(self, msg: Any) -> tuple[bytes, bytes]:
-        """Mark ``msg`` finished and return its progress record (key, value) for the caller to write
-        (exactly-once writes it together with the event's other writes)."""
+        """Mark ``msg`` as its partition's last finished record; returns the progress record (key, value)
+        that the caller writes to the table, after the event's own state (at-least-once: once the
+        event's recommendation or dead letter is acknowledged; exactly-once: together with the event's
+        other writes, in the same transaction)."""
         self._finished[msg.tp] = msg.offset
         return key_of(msg.tp), msg.offset.to_bytes(8, "little", signed=True)
 
