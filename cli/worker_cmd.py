@@ -35,7 +35,7 @@ EPILOG = """\
 Every flag can also be set by the environment variable shown in [brackets]; a flag wins.
 Input topics must have --partitions partitions (missing topics are created so). The state
 table is named after the bundle's model version: a new model starts with fresh states.
-Stop with Ctrl-C or SIGTERM: the worker finishes the current event and commits.
+Stop with Ctrl-C or SIGTERM: the worker finishes the events in flight and commits.
 
 guarantees: at-least-once (default) may repeat a recommendation after a crash, with the same
   "source": consumers drop repeats by source. exactly-once uses Kafka transactions: consumers
