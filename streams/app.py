@@ -189,7 +189,7 @@ async def admit_and_handle(event: faust.EventT, bundle: Bundle, loop: asyncio.Ab
 
 async def handle(event: faust.EventT, bundle: Bundle, loop: asyncio.AbstractEventLoop,
                  stream: faust.StreamT) -> Coroutine[Any, Any, None]:
-    """Parse, step the user's state (in the inference thread), publish; returns the event's completion
+    """Parse, step the user's state (``run_step``), publish; returns the event's completion
     (see ``emit``), which the pipeline runs once the events before it are done."""
     msg = event.message
     counts["received"] += 1
