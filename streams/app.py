@@ -203,7 +203,7 @@ async def handle(event: faust.EventT, bundle: Bundle, loop: asyncio.AbstractEven
         position = (SOURCE_SLOT[msg.topic], msg.offset)
         if kind := already_applied(state, parsed.event_id, position):
             counts[kind] += 1  # a duplicate event id, or a redelivery after a crash: applied once, not twice
-            return await nothing_to_emit(event, stream)
+            return await write(event, stream, None, None)
         step = partial(process, bundle, [state], [parsed.event], event_ids=[parsed.event_id], positions=[position],
                        k=K)
         (new_state,), (rec,) = await run_step(step, loop)
@@ -222,7 +222,8 @@ async def run_step(step: Any, loop: asyncio.AbstractEventLoop) -> Any:
     """``step()`` on the event loop if steps are fast (see INLINE_STEP_S), else in the inference thread."""
     inline = _step_s[0] < INLINE_STEP_S
     result, seconds = timed(step) if inline else await loop.run_in_executor(INFERENCE, timed, step)
-    _step_s[0] += 0.05 * (seconds - _step_s[0]) if _step_s[0] < 1.0 else seconds - _step_s[0]
+    first = _step_s[0] >= 1.0  # no measurement yet (or steps of a second or more): take this one as it is
+    _step_s[0] = seconds if first else 0.95 * _step_s[0] + 0.05 * seconds
     return result
 
 
@@ -247,18 +248,20 @@ async def emit(event: faust.EventT, stream: faust.StreamT, value: bytes, state: 
     the input offset of a done event in the transaction open at that moment, which then holds the
     event's writes or follows a transaction that committed them.
     """
+    return await write(event, stream, (OUTPUT, value), state)
+
+
+async def write(event: faust.EventT, stream: faust.StreamT, out: tuple[str, bytes] | None,
+                state: bytes | None) -> Coroutine[Any, Any, None]:
+    """Start an event's writes (``out`` = (topic, value): its recommendation or dead letter; ``state``:
+    the user's new state, for a recommendation) as ``emit`` says; returns the event's completion."""
     if EXACTLY_ONCE:
-        return complete(event, stream, await write_in_transaction(event, (output_topic, value), state), emitted=True)
-    delivered = await send_records(event.message, [(OUTPUT, event.key, value, None)])
+        return complete(event, stream, await write_in_transaction(event, out, state), emitted=state is not None)
+    writes = [] if out is None else await send_records(event.message, [(out[0], event.key, out[1], None)])
+    if state is None:
+        return complete(event, stream, writes)
     _pending[event.key] = state
-    return complete(event, stream, delivered, state=(event.key, state), emitted=True)
-
-
-async def nothing_to_emit(event: faust.EventT, stream: faust.StreamT) -> Coroutine[Any, Any, None]:
-    """The completion of an event that changes no state (a duplicate event id or a redelivery)."""
-    if EXACTLY_ONCE:
-        return complete(event, stream, await write_in_transaction(event, None, None))
-    return complete(event, stream, [])
+    return complete(event, stream, writes, state=(event.key, state), emitted=True)
 
 
 async def complete(event: faust.EventT, stream: faust.StreamT, writes: list[Any],
@@ -311,7 +314,7 @@ async def unstall_partitions() -> None:
         await sequencer.unstall()
 
 
-async def write_in_transaction(event: faust.EventT, out: tuple[faust.TopicT, bytes] | None,
+async def write_in_transaction(event: faust.EventT, out: tuple[str, bytes] | None,
                                state: bytes | None) -> list[Any]:
     """Exactly-once: an event's writes (``out`` = (topic, value) for the recommendation or dead letter,
     the user's new ``state``, the input partition's progress) to the local table and, back to back
@@ -322,7 +325,7 @@ async def write_in_transaction(event: faust.EventT, out: tuple[faust.TopicT, byt
     msg = event.message
     records: list[Record] = []
     if out is not None:
-        records.append((out[0].get_topic_name(), event.key, out[1], None))
+        records.append((out[0], event.key, out[1], None))
     if state is not None:
         records.append((CHANGELOG, event.key, state, msg.partition))
     records.append((CHANGELOG, *sequencer.progress(msg), msg.partition))
@@ -389,10 +392,8 @@ async def reject(event: faust.EventT, stream: faust.StreamT, source: codec.Sourc
     counts["rejected"] += 1
     rejected[why.reason] += 1
     log.info("dead letter %s:%d@%d: %s (%s)", source.topic, source.partition, source.offset, why.reason, why.message)
-    dead = codec.encode_dead_letter(event.key, event.value, source, why, now_ms())
-    if EXACTLY_ONCE:
-        return complete(event, stream, await write_in_transaction(event, (dlq_topic, dead), None))
-    return complete(event, stream, await send_records(event.message, [(DLQ, event.key, dead, None)]))
+    return await write(event, stream, (DLQ, codec.encode_dead_letter(event.key, event.value, source, why, now_ms())),
+                       None)
 
 
 def now_ms() -> int:
