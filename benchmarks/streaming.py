@@ -1,33 +1,64 @@
-"""Streaming performance against a real Kafka broker (BENCHMARKS.md, "Streaming performance").
+"""Streaming performance against a real Kafka broker (BENCHMARKS.md, "Streaming performance"; issue 13).
 
-    ./run python benchmarks/streaming.py                                   # ml-100k, both guarantees
-    ./run python benchmarks/streaming.py --guarantees at-least-once --rates 0.5 --events 50000
-    ./run python benchmarks/streaming.py --data events.csv --format csv --columns ... --bundle bundles/x
+    ./run python benchmarks/streaming.py                         # ml-100k + Beauty-sized, both guarantees
+    ./run python benchmarks/streaming.py --batch-max 256 --batch-wait 1       (flags for the worker)
+    ./run python benchmarks/streaming.py --events 6000 --epochs 1 --no-recovery --rates 0.5 \\
+        --rate-seconds 10 --ceiling-seconds 1 --ceiling-repeats 2 --large-bundle B --large-events 6000 \\
+        --out benchmarks/results/streaming-dev.json                              (a short trial, ~3 min)
 
 Data: ml-100k (../shared/data/ml-100k/ml-100k.inter, or under $STREAMREC_DATA), else synthetic
-click/browse streams (model.synth) with enough users for --events events. A small model
-(dim 32, hidden 64, 2 epochs, TEMPORAL-stream) is trained and exported (k=20, m=50) unless
---bundle is given. One Kafka broker (KRaft, 127.0.0.1) serves every run; each run gets fresh
-topics, a fresh app id (consumer group) and a fresh RocksDB folder, and one worker process
-(`streamrec worker`, ONNX Runtime 1 thread), with `streamrec evaluate-live` reading in the
-background and `streamrec replay --order none` producing.
+click/browse streams (model.synth); --events N keeps the first N in time order. A small model
+(dim 32, hidden 64, --epochs 2, TEMPORAL-stream) is trained and exported (k 20, m 50) unless
+--bundle is given. One Kafka broker (KRaft, 127.0.0.1, 8 partitions per topic) serves every run;
+each run gets fresh topics, a fresh app id and a fresh RocksDB folder, and one worker process
+(`streamrec worker`, ONNX Runtime 1 thread, plus --batch-max / --batch-wait only when given).
+Phases, in this order, for the main bundle:
 
-  throughput  per guarantee: replay every event at max speed; events/s from the first input
-              record to the last recommendation record (Kafka timestamps, evaluate-live report).
-              Latency percentiles of these runs are backlog figures (events wait in Kafka).
-  latency     at-least-once, offered rates = --rates x the measured max throughput: a slice of
-              the first --slice events (time order, capped at --rate-seconds of the slowest rate)
-              replayed at that rate; p50/p95/p99 from produce time to publish time.
-  ceiling     the bare ONNX step of the same bundle, batch 1 (and 64), 1 thread, tight loop
-              (benchmarks/onnx_step.py rate()); pipeline throughput / ceiling.
-  state       packed UserState bytes per user (full seen window m, top k, 16 event ids), the
-              values actually in RocksDB after the at-least-once run, the data folder per user.
-  recovery    stop that worker, delete its RocksDB folder, start it again with the same app id:
-              seconds until GET /health says ready (state restored from the changelog topic),
-              beside the start time of a fresh worker with no state.
+  drain      per guarantee (headline): every event is replayed into the input topics first (`streamrec
+             replay --max-speed --order none`, no worker running), then the worker starts and works the
+             backlog off. events/s = (records - 1) / (last - first output timestamp): records =
+             recommendations + dead letters, timestamps = their Kafka record timestamps (the worker's
+             producer clock), read after the drain with isolation_level=read_committed under
+             exactly-once. The first output's timestamp, not the worker's ready time, starts the
+             clock: ready is only seen by polling /health (0.1 s), and may come after the first
+             outputs; the figure from ready (records / (last output - ready)) and the rate of the
+             middle 80% of the outputs are reported beside it. Also: the worker's micro-batch
+             histogram (`batch_sizes` in GET /health: batches per power-of-two bucket; a worker
+             without it steps one event at a time, batch 1 is assumed) and the bucket holding the
+             median event (events per bucket estimated as batches x the bucket's mid size).
+  state      after the at-least-once drain (--no-recovery skips): packed UserState bytes per user,
+  recovery   the values in RocksDB; then stop that worker, delete its RocksDB folder, start it again
+             with the same app id: seconds until /health says ready (state restored from the
+             changelog), beside a restart with the folder kept and the first start.
+  concurrent only with --concurrent: replay at max speed while the worker runs (evaluate-live
+             reading), events/s from the first input to the last recommendation.
+  ceiling    the bare ONNX step of the same bundle, 1 thread, tight loop (benchmarks/onnx_step.py
+             rate()), at batch 1 and at every batch-size bucket the drains used (the bucket's upper
+             bound: 256 for batches of 129..256), plus --ceiling-batches; medians of
+             --ceiling-repeats runs of --ceiling-seconds. Ratios: drain events/s / ceiling at batch
+             1 (the headline ratio) and / ceiling at the bucket holding the median event.
+  latency    at-least-once, offered rates = --rates (0.1 0.5 0.9) x the at-least-once drain events/s,
+             and --fixed-rates (100) events/s: the first n events (time order; Beauty: whole users,
+             below; n = rate x --rate-seconds, 1,000 .. --slice) replayed at that rate while the worker runs (`streamrec
+             replay --rate R --order none`); p50/p95/p99 from produce time to publish time (Kafka
+             record timestamps, `streamrec evaluate-live`), the rate achieved, the batch histogram.
+             Buckets first used here get their ceiling too.
 
-Prints a table; writes benchmarks/results/streaming.json (every figure, the machine's core
-count and load averages: other processes on the machine make timings noisy).
+Then the same for a Beauty-sized bundle (--no-large skips): ../shared/data/beauty (12,101 items,
+order-only, 198,502 events; --large-source synthetic: model.synth with 12,000 items) trained on
+every event, dim 32, hidden 64, --large-epochs 1 (or --large-bundle DIR); replayed: every event of
+the first users up to --large-events (Beauty's clock starts every user at once, so the first
+events in time order would be every user's first one; synthetic: the first in time order): drain
+per --large-guarantees, ceiling, ratios, latency at --large-rates (0.5) of its drain rate and at
+--fixed-rates.
+
+Prints a table; writes benchmarks/results/streaming.json (--out): per bundle ("main", "large") its
+data, bundle, drain runs (with the batch histogram and /health at the end), ceiling by batch, ratio,
+fixed_rate runs and a summary; the command line, the options, and the machine's core count and
+load averages at start, end and around every run (other processes on the machine make timings
+noisy). A full run takes about 15-25 minutes on this 2-core machine: training ~1 + ~2.5 min,
+drains ~1-2 min each (preload included; 4 of them), recovery ~1 min, ceilings ~1 min per bundle,
+latency runs up to ~75 s each (6 of them).
 """
 from __future__ import annotations
 
@@ -37,193 +68,100 @@ import json
 import math
 import os
 import platform
+import shlex
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from cli.processes import Processes as SharedProcesses
-from streams.sequencer import is_progress_key
+from streaming_report import table
+from streaming_runs import SHORT, Bench, Processes, loadavg, say
+from streaming_state import packed_state_bytes, recovery
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STREAMREC_DATA", ROOT.parent / "shared" / "data"))
 DEFAULT_DATA = DATA / "ml-100k" / "ml-100k.inter"
+BEAUTY = DATA / "beauty" / "Beauty.txt"
 RESULTS = ROOT / "benchmarks" / "results"
-SHORT = {"at-least-once": "alo", "exactly-once": "eos"}
+MODEL_KW = {"dim": 32, "hidden": 64}
 
 
-def say(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+@dataclasses.dataclass
+class Session:
+    """What every phase needs: the options, the work folder, the results document and its saving."""
+
+    a: argparse.Namespace
+    work: Path
+    doc: dict
+    out_path: Path
+    started: float
+
+    def save(self) -> None:
+        self.doc["total_seconds"] = round(time.monotonic() - self.started, 1)
+        self.doc["machine"]["loadavg_end"] = loadavg()
+        self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        self.out_path.write_text(json.dumps(self.doc, indent=2, default=str) + "\n")
+
+    def failed(self, step: str, exc: BaseException) -> None:
+        say(f"FAILED {step}: {exc}")
+        self.doc["errors"].append({"step": step, "error": str(exc), "traceback": traceback.format_exc()})
+        self.save()
 
 
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
+# ---- data and bundles -----------------------------------------------------------------------
+def first_events(events: list, n: int | None) -> list:
+    """The first ``n`` events in time order (stable), or all."""
+    return sorted(events, key=lambda e: e.ts)[:n] if n and n < len(events) else events
 
 
-# ---- child processes ----------------------------------------------------------------------
-class Processes(SharedProcesses):
-    """Children with their output in LOGS/NAME.out (see cli/processes.py)."""
-
-    def __init__(self, logs: Path):
-        super().__init__()
-        self.logs = logs
-
-    def start(self, args: list[str], name: str) -> subprocess.Popen:  # type: ignore[override]
-        self.logs.mkdir(parents=True, exist_ok=True)
-        proc = super().start(args, self.logs / f"{name}.out", cwd=ROOT)
-        proc.name = name  # type: ignore[attr-defined]
-        return proc
-
-    def tail(self, name: str, n: int = 15) -> str:
-        lines = []
-        for ext in ("out",):
-            p = self.logs / f"{name}.{ext}"
-            if p.exists():
-                lines += p.read_text(errors="replace").splitlines()[-n:]
-        return "\n".join(lines)
+def first_users(events: list, n: int | None) -> list:
+    """Every event of the first users (in the data's order) up to ``n`` events, or all. For order-only
+    data, whose clock starts every user at the same time: the first events in time order would be
+    every user's first few, and `streamrec evaluate-live` finds no event before its cutoff."""
+    if not n or n >= len(events):
+        return events
+    by_user: dict[str, list] = {}
+    for e in events:
+        by_user.setdefault(e.user_id, []).append(e)
+    out: list = []
+    for evs in by_user.values():
+        out += evs
+        if len(out) >= n:
+            break
+    return out[:n]
 
 
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cli.main", *args]
+def csv_flags(events: list, path: Path) -> list[str]:
+    from model.synth import CSV_COLUMNS, write_csv
+
+    return ["--data", str(write_csv(events, path)), "--format", "csv", "--columns", CSV_COLUMNS]
 
 
-def health(port: int) -> dict:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-            return json.loads(r.read())
-    except (OSError, ValueError):
-        return {}
+def describe(events: list) -> dict:
+    return {"events": len(events), "users": len({e.user_id for e in events}),
+            "items": len({e.item_id for e in events}), "event_types": dict(Counter(e.event_type for e in events))}
 
 
-def get_json(url: str) -> dict | None:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return json.loads(r.read())
-    except (OSError, ValueError):
-        return None
+def synthetic(want: int, items: int) -> tuple[list, dict]:
+    """Synthetic click/browse events (model.synth, seed 0), at least ``want`` of them."""
+    from model.synth import SynthConfig, generate
+
+    users = math.ceil(want / 30)  # ~36 events per synthetic user on average
+    while True:
+        events = generate(SynthConfig(users=users, items=items, seed=0))
+        if len(events) >= want:
+            return events, {"source": "synthetic (model.synth)", "users": users, "items": items, "seed": 0}
+        users = math.ceil(users * want / len(events) * 1.05)
 
 
-class Bench:
-    """One benchmark session: the broker, the bundle, the data flags, and the runs."""
-
-    def __init__(self, a: argparse.Namespace, work: Path, procs: Processes, brokers: str, bundle_dir: Path,
-                 data_flags: list[str]):
-        self.a, self.work, self.procs, self.brokers = a, work, procs, brokers
-        self.bundle_dir, self.data_flags = bundle_dir, data_flags
-        self.tag = time.strftime("%H%M%S")
-
-    def topics(self, label: str) -> list[str]:
-        base = f"bench-{self.tag}-{label}"
-        return ["--clicks-topic", f"{base}-clicks", "--browses-topic", f"{base}-browses",
-                "--output-topic", f"{base}-recs", "--dlq-topic", f"{base}-dlq"]
-
-    def app_id(self, label: str) -> str:
-        return f"bench-streaming-{self.tag}-{label}"
-
-    def start_worker(self, label: str, guarantee: str, name: str | None = None,
-                     log_level: str = "warning") -> tuple[subprocess.Popen, int, float]:
-        """Start a worker; returns it, its web port and the seconds from launch to /health ready."""
-        from streams.broker import free_port
-
-        port = free_port()
-        name = name or f"worker-{label}"
-        t0 = time.monotonic()
-        proc = self.procs.start(cli("worker", "--bundle", str(self.bundle_dir), "--brokers", self.brokers,
-                                    *self.topics(label), "--guarantee", guarantee, "--app-id", self.app_id(label),
-                                    "--data-dir", str(self.state_dir(label)), "--web-host", "127.0.0.1",
-                                    "--web-port", str(port), "--log-level", log_level), name)
-        deadline = t0 + self.a.ready_timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker {name} exited ({proc.returncode}):\n{self.procs.tail(name)}")
-            if health(port).get("ready"):
-                return proc, port, time.monotonic() - t0
-            time.sleep(0.1)
-        self.procs.stop(proc)
-        raise RuntimeError(f"worker {name} not ready after {self.a.ready_timeout:.0f} s:\n{self.procs.tail(name)}")
-
-    def state_dir(self, label: str) -> Path:
-        return self.work / "state" / label
-
-    def run(self, label: str, guarantee: str, data_flags: list[str], rate: float | None) -> dict:
-        """Worker + evaluate-live (background) + replay; returns the figures of the run (worker stopped
-        unless the caller asks to keep it: see ``run_keep``)."""
-        res, worker, port = self.run_keep(label, guarantee, data_flags, rate)
-        self.procs.stop(worker)
-        return res
-
-    def run_keep(self, label: str, guarantee: str, data_flags: list[str], rate: float | None):
-        la = loadavg()
-        worker, port, ready_s = self.start_worker(label, guarantee)
-        try:
-            return self._measure(label, guarantee, data_flags, rate, worker, port, ready_s, la)
-        except BaseException:
-            for proc in [p for p in self.procs.procs if getattr(p, "name", "").endswith(label)]:
-                self.procs.stop(proc)  # no leftover process may load the next run
-            self.procs.stop(worker)
-            raise
-
-    def _measure(self, label, guarantee, data_flags, rate, worker, port, ready_s, la):
-        say(f"  worker ready in {ready_s:.1f} s (web port {port})")
-        report_path = self.work / f"live-{label}.json"
-        live = self.procs.start(cli("evaluate-live", *data_flags, "--bundle", str(self.bundle_dir),
-                                    "--brokers", self.brokers, *self.topics(label), "--timeout", "60", "--json",
-                                    "--no-progress", "--report", str(report_path)), f"live-{label}")
-        speed = ["--rate", f"{rate:.3f}"] if rate else ["--max-speed"]
-        t0 = time.monotonic()
-        replay = self.procs.start(cli("replay", *data_flags, "--brokers", self.brokers, *self.topics(label),
-                                      *speed, "--order", "none", "--json", "--no-progress"), f"replay-{label}")
-        try:
-            replay.wait(timeout=self.a.run_timeout)
-        except subprocess.TimeoutExpired:
-            self.procs.stop(replay)
-            raise RuntimeError(f"replay {label} did not finish in {self.a.run_timeout:.0f} s") from None
-        replay_s = time.monotonic() - t0
-        self.procs.procs.remove(replay)
-        out = (self.procs.logs / f"replay-{label}.out").read_text().strip().splitlines()
-        if replay.returncode != 0 or not out:
-            raise RuntimeError(f"replay {label} failed (exit {replay.returncode}):\n{self.procs.tail(f'replay-{label}')}")
-        summary = json.loads(out[-1])
-        say(f"  replay: {summary['sent']:,} events sent in {replay_s:.1f} s ({summary['rate']:,.0f} events/s offered)")
-        try:
-            live.wait(timeout=self.a.run_timeout)
-        except subprocess.TimeoutExpired:
-            self.procs.stop(live)
-            raise RuntimeError(f"evaluate-live {label} did not finish in {self.a.run_timeout:.0f} s") from None
-        self.procs.procs.remove(live)
-        if not report_path.exists():
-            raise RuntimeError(f"evaluate-live {label} wrote no report (exit {live.returncode}):\n"
-                               f"{self.procs.tail(f'live-{label}')}")
-        report = json.loads(report_path.read_text())
-        h = health(port)
-        thr, lat, counts = report["throughput"], report["latency_ms"], report["counts"]
-        res = {"label": label, "guarantee": guarantee, "offered_rate_target": rate,
-               "replay": {k: summary.get(k) for k in ("events", "sent", "failures", "seconds", "rate", "order")},
-               "events_per_s": thr.get("events_per_s"), "seconds": thr.get("seconds"), "outputs": thr.get("outputs"),
-               "per_second": thr.get("per_second"),
-               "latency_ms": lat, "complete": report["complete"], "counts": counts, "metrics": report["metrics"],
-               "worker_ready_s": round(ready_s, 2), "worker_counts": h.get("counts", {}),
-               "worker_rejected": h.get("rejected", {}), "app_id": self.app_id(label),
-               "loadavg_before": la, "loadavg_after": loadavg(), "evaluate_live_exit": live.returncode}
-        say(f"  {thr.get('outputs', 0):,} recommendations, {thr.get('events_per_s', 0):,.0f} events/s end to end, "
-            f"latency p50 {lat.get('p50', float('nan')):,.0f} / p95 {lat.get('p95', float('nan')):,.0f} / "
-            f"p99 {lat.get('p99', float('nan')):,.0f} ms; complete={report['complete']}, "
-            f"duplicates={counts.get('duplicates')}, load {res['loadavg_after']}")
-        return res, worker, port
-
-
-# ---- phases -------------------------------------------------------------------------------
 def load_data(a: argparse.Namespace, work: Path) -> tuple[list, list[str], dict]:
-    """The events, the --data/--format flags the CLI commands get, and a description."""
+    """The main events, the --data/--format flags the CLI commands get, and a description."""
     from model.data import load
-    from model.synth import CSV_COLUMNS, SynthConfig, generate, write_csv
 
     if a.data:
         path, fmt = Path(a.data), a.fmt
@@ -236,306 +174,354 @@ def load_data(a: argparse.Namespace, work: Path) -> tuple[list, list[str], dict]
         flags = ["--data", str(DEFAULT_DATA), "--format", "recbole"]
         info = {"source": str(DEFAULT_DATA), "format": "recbole", "name": "ml-100k"}
     else:
-        want = a.events or 100_000
-        users = math.ceil(want / 30)  # ~36 events per synthetic user on average
-        while True:
-            events = generate(SynthConfig(users=users, items=2000, seed=0))
-            if len(events) >= want:
-                break
-            users = math.ceil(users * want / len(events) * 1.05)
-        info = {"source": "synthetic (model.synth)", "users": users, "items": 2000, "seed": 0}
+        events, info = synthetic(a.events or 100_000, 2000)
         flags = []
     if a.events and a.events < len(events):
-        events = sorted(events, key=lambda e: e.ts)[: a.events]  # the first N in time order (stable)
-        flags = []
+        events, flags = first_events(events, a.events), []
         info["truncated_to"] = a.events
     if not flags:
-        path = write_csv(events, work / "events.csv")
-        flags = ["--data", str(path), "--format", "csv", "--columns", CSV_COLUMNS]
-    info.update(events=len(events), users=len({e.user_id for e in events}), items=len({e.item_id for e in events}),
-                event_types=dict(Counter(e.event_type for e in events)))
+        flags = csv_flags(events, work / "events.csv")
+    info.update(describe(events))
     return events, flags, info
 
 
-def slice_flags(events: list, n: int, work: Path) -> list[str]:
-    from model.synth import CSV_COLUMNS, write_csv
+def large_data(a: argparse.Namespace, work: Path) -> tuple[list, list, list[str], dict]:
+    """The Beauty-sized data: every event (to train on), the first --large-events (to replay), their flags."""
+    from model.data import load
 
-    path = write_csv(sorted(events, key=lambda e: e.ts)[:n], work / f"slice-{n}.csv")
-    return ["--data", str(path), "--format", "csv", "--columns", CSV_COLUMNS]
+    if a.large_source == "beauty":
+        events = load(BEAUTY, "sequences")
+        info = {"source": str(BEAUTY), "format": "sequences", "name": "beauty",
+                "clock": "order only: a user's k-th event at a fixed base + k s (model.data)"}
+    else:
+        events, info = synthetic(a.large_events or 100_000, 12_000)
+    info["trained_on"] = describe(events)
+    if a.large_source == "beauty":
+        replayed = first_users(events, a.large_events)
+        info["replayed"] = "every event of the first users (file order), the last user cut at --large-events"
+    else:
+        replayed = first_events(events, a.large_events)
+        info["replayed"] = "the first --large-events events in time order"
+    if len(replayed) < len(events):
+        info["truncated_to"] = a.large_events
+    info.update(describe(replayed))
+    return events, replayed, csv_flags(replayed, work / "large-events.csv"), info
 
 
-def make_bundle(a: argparse.Namespace, events: list, work: Path) -> tuple[Path, dict]:
-    if a.bundle:
-        return Path(a.bundle).resolve(), {"bundle": str(Path(a.bundle).resolve()), "trained": False}
+def train_bundle(events: list, out: Path, epochs: int, name: str) -> tuple[Path, dict]:
+    """Train the small model (dim 32, hidden 64, TEMPORAL-stream) on ``events``; export it (k 20, m 50)."""
     from export.onnx_export import export_bundle
     from model import checkpoint
     from model.config import TrainConfig
     from model.pipeline import train
 
-    t0 = time.monotonic()
-    run_dir, bundle_dir = work / "model", work / "bundle"
-    doc = train(events, "temporal", run_dir, {"dim": 32, "hidden": 64}, TrainConfig(epochs=a.epochs),
-                {"name": "bench-streaming"}, progress=False, with_baselines=False)
+    la, t0 = loadavg(), time.monotonic()
+    run_dir, bundle_dir = out / "model", out / "bundle"
+    doc = train(events, "temporal", run_dir, MODEL_KW, TrainConfig(epochs=epochs), {"name": name},
+                progress=False, with_baselines=False)
     train_s = time.monotonic() - t0
     export_bundle(checkpoint.load(run_dir), bundle_dir, k=20, m=50)
-    info = {"bundle": str(bundle_dir), "trained": True, "train_seconds": round(train_s, 1),
-            "export_seconds": round(time.monotonic() - t0 - train_s, 1), "epochs": a.epochs,
-            "model_kw": {"dim": 32, "hidden": 64}, "offline_test": doc.get("model")}
-    return bundle_dir, info
+    return bundle_dir, {"bundle": str(bundle_dir), "trained": True, "train_seconds": round(train_s, 1),
+                        "export_seconds": round(time.monotonic() - t0 - train_s, 1), "epochs": epochs,
+                        "model_kw": MODEL_KW, "offline_test": doc.get("model"), "loadavg_before": la,
+                        "loadavg_after": loadavg()}
 
 
-def ceiling(bundle_dir: Path, a: argparse.Namespace) -> dict:
+def bundle_info(bundle_dir: Path, info: dict) -> dict:
+    from export.manifest import Manifest
+
+    mf = Manifest.from_json((bundle_dir / "manifest.json").read_text())
+    return {**info, "model_version": mf.model_version, "n_items": mf.n_items, "layers": mf.layers,
+            "hidden": mf.hidden, "k": mf.k, "m": mf.m}
+
+
+
+
+# ---- ceiling --------------------------------------------------------------------------------
+def ceiling(bundle_dir: Path, batches, a: argparse.Namespace, into: dict | None = None) -> dict:
+    """The bare ONNX step (benchmarks/onnx_step.py rate(), 1 thread) at each batch size not in ``into`` yet."""
     from export.runtime import Bundle
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from onnx_step import rate  # the same loop as the ceiling benchmark
 
-    bundle = Bundle.load(bundle_dir, threads=1)
-    out = {"threads": 1, "seconds": a.ceiling_seconds, "repeats": a.ceiling_repeats, "loadavg_before": loadavg()}
-    for batch in (1, 64):
+    out = into if into is not None else {"threads": 1, "seconds": a.ceiling_seconds, "repeats": a.ceiling_repeats,
+                                         "by_batch": {}, "loadavg": []}
+    todo = sorted({int(b) for b in batches} - {int(b) for b in out["by_batch"]})
+    if not todo:
+        return out
+    bundle, la = Bundle.load(bundle_dir, threads=1), loadavg()
+    for batch in todo:
         runs = rate(bundle, batch, a.ceiling_seconds, a.ceiling_repeats)
         med = statistics.median(runs)
-        out[f"batch{batch}"] = {"events_per_s": med, "runs": runs, "us_per_step": 1e6 * batch / med}
+        out["by_batch"][str(batch)] = {"events_per_s": med, "runs": runs, "us_per_step": 1e6 * batch / med}
+        say(f"  ceiling batch {batch}: {med:,.0f} events/s ({1e6 * batch / med:,.0f} us per step call)")
+    out["by_batch"] = dict(sorted(out["by_batch"].items(), key=lambda kv: int(kv[0])))
+    out["loadavg"].append({"batches": todo, "before": la, "after": loadavg()})
     return out
 
 
-def packed_state_bytes(bundle_dir: Path) -> dict:
-    from export.runtime import Bundle
-    from streams.logic import initial_state
-    from streams.state import RECENT_IDS, UserState
-
-    bundle = Bundle.load(bundle_dir, threads=1)
-    mf = bundle.manifest
-    init = initial_state(bundle)
-    full = dataclasses.replace(init, seen=tuple(range(2, 2 + mf.m)), top_items=tuple(range(2, 2 + mf.k)),
-                               top_scores=[0.0] * mf.k, recent_ids=tuple(range(RECENT_IDS)), count=1, last_ts=1)
-    assert UserState.unpack(full.pack(), mf.layers, mf.hidden).m == mf.m
-    return {"initial": len(init.pack()), "full_window": len(full.pack()), "layers": mf.layers, "hidden": mf.hidden,
-            "k": mf.k, "m": mf.m, "recent_ids": RECENT_IDS,
-            "formula": "50 + 8*L*H + 4*m + 8*k + 8*ids"}
-
-
-def rocksdb_state(data_dir: Path) -> dict:
-    """Users and value sizes in the worker's RocksDB folder (after the worker stopped), and its size."""
-    out: dict = {"dir_bytes": sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file())}
-    try:
-        from rocksdict import AccessType, Options, Rdict
-
-        keys = values = users = 0
-        dbs = sorted(p for p in data_dir.rglob("*.db") if p.is_dir())
-        for p in dbs:
-            db = Rdict(str(p), options=Options(raw_mode=True), access_type=AccessType.read_only())
-            try:
-                for k, v in db.items():
-                    if k.startswith(b"__faust") or is_progress_key(k):  # not users
-                        continue
-                    users += 1
-                    keys += len(k)
-                    values += len(v)
-            finally:
-                db.close()
-        out.update(partitions=len(dbs), users=users, mean_value_bytes=values / users if users else None,
-                   mean_key_bytes=keys / users if users else None,
-                   dir_bytes_per_user=out["dir_bytes"] / users if users else None)
-    except Exception as exc:  # noqa: BLE001 - a figure we leave out, with the reason
-        out["error"] = f"reading RocksDB: {exc!r}"
+def ratios(sec: dict) -> dict:
+    """Drain events/s over the ceiling at batch 1 (the headline) and at the median event's batch bucket."""
+    by = sec.get("ceiling", {}).get("by_batch", {})
+    c1 = by.get("1", {}).get("events_per_s")
+    out = {}
+    for r in sec.get("drain", []):
+        x = r.get("events_per_s")
+        if not x:
+            continue
+        mb = r["batch_sizes"]["median_event_bucket"]
+        cm = by.get(str(mb), {}).get("events_per_s")
+        out[r["guarantee"]] = {"drain_events_per_s": x, "ceiling_batch1": c1, "to_batch1": x / c1 if c1 else None,
+                               "median_event_bucket": mb, "ceiling_median_bucket": cm,
+                               "to_median_bucket": x / cm if cm else None}
     return out
 
 
-def changelog_records(brokers: str, app_id: str) -> dict:
-    from kafka import KafkaConsumer, TopicPartition
+# ---- state and recovery (streaming_state.py) ---------------------------------------------------
+def state_and_recovery(s: Session, bench: Bench, res: dict, worker, events: list) -> None:
+    g = res["guarantee"]
+    say(f"state and recovery ({g}): stop the worker, delete its RocksDB folder, start it again")
+    rec = recovery(bench, res["label"], g, worker, events, res["worker_ready_s"])
+    s.doc.setdefault("state", {}).update(rocksdb=rec.pop("rocksdb"), guarantee=g, after="drain")
+    s.doc["recovery"] = rec
+    say(f"  ready in {rec['ready_s']:.1f} s (restart with its folder kept {rec['restart_with_state_ready_s']:.1f} s), "
+        f"{rec.get('changelog', {}).get('records')} changelog records; restored state ok: {rec['restored_state_ok']}")
 
-    c = KafkaConsumer(bootstrap_servers=brokers.split(","), group_id=None, enable_auto_commit=False)
+
+# ---- phases of one bundle ---------------------------------------------------------------------
+def drains(s: Session, bench: Bench, sec: dict, flags: list[str], guarantees: list[str],
+           recovery_events: list | None) -> None:
+    """The headline: a preloaded backlog drained, per guarantee (state and recovery after at-least-once)."""
+    sec["drain"] = []
+    for g in guarantees:
+        label = f"{SHORT[g]}-drain"
+        say(f"drain, {g}: {sec['data']['events']:,} events preloaded")
+        with_recovery = recovery_events is not None and g == "at-least-once"
+        try:
+            res, worker, _ = bench.drain(label, g, flags, keep=with_recovery)
+            sec["drain"].append(res)
+            s.save()
+            if with_recovery:
+                try:
+                    state_and_recovery(s, bench, res, worker, recovery_events)
+                except Exception as exc:  # noqa: BLE001
+                    s.failed(f"recovery {g}", exc)
+                bench.procs.stop(worker)
+        except Exception as exc:  # noqa: BLE001
+            s.failed(f"drain {g} ({sec['name']})", exc)
+        s.save()
+
+
+def concurrent(s: Session, bench: Bench, sec: dict, flags: list[str], guarantees: list[str]) -> None:
+    """Replay at max speed while the worker runs (the figure before issue 13; --concurrent)."""
+    sec["max_speed"] = []
+    for g in guarantees:
+        say(f"replay while the worker runs, max speed, {g}")
+        try:
+            sec["max_speed"].append(bench.live_run(f"{SHORT[g]}-max", g, flags, None))
+        except Exception as exc:  # noqa: BLE001
+            s.failed(f"max speed {g} ({sec['name']})", exc)
+        s.save()
+
+
+def used_buckets(runs: list[dict]) -> set[int]:
+    return {1} | {b for r in runs for b in r.get("batch_sizes", {}).get("buckets_used", [1])}
+
+
+def latency(s: Session, bench: Bench, sec: dict, events: list, shares: list[float], fixed: list[float],
+            slicer=first_events) -> None:
+    """Latency at offered rates: shares of the at-least-once drain rate, and fixed rates (events/s);
+    each run replays ``slicer(events, n)``."""
+    a, g = s.a, "at-least-once"
+    base = next((r for r in sec.get("drain", []) if r["guarantee"] == g and r.get("events_per_s")), None)
+    if shares and base is None:
+        s.failed(f"latency ({sec['name']})", RuntimeError(f"no {g} drain rate: the shares {shares} are skipped"))
+        shares = []
+    top = base["events_per_s"] if base else None
+    targets = sorted([(x * top, x, None) for x in shares] + [(float(r), None, float(r)) for r in fixed])
+    sec["fixed_rate"] = {"guarantee": g, "max_events_per_s": top,
+                         "max_source": f"{g} drain events/s (from the first output)", "slice_max": a.slice,
+                         "rate_seconds": a.rate_seconds, "runs": []}
+    for target, share, fixed_rate in targets:
+        n = max(1000, min(a.slice, len(events), int(target * a.rate_seconds)))
+        label = f"{SHORT[g]}-r{round(share * 100)}" if share is not None else f"{SHORT[g]}-f{fixed_rate:g}"
+        what = f"{share:.0%} of {top:,.0f}" if share is not None else "fixed"
+        say(f"latency at {target:,.0f} events/s ({what}), {g}, the first {n:,} events")
+        try:
+            flags = csv_flags(slicer(events, n), s.work / f"slice-{bench.tag}-{n}.csv")
+            res = bench.live_run(label, g, flags, target)
+            res.update(share=share, fixed_rate=fixed_rate, slice_events=n)
+            sec["fixed_rate"]["runs"].append(res)
+        except Exception as exc:  # noqa: BLE001
+            s.failed(f"latency {label} ({sec['name']})", exc)
+        s.save()
+
+
+def summary(sec: dict) -> dict:
+    """The headline figures of one bundle, gathered from the phases' records."""
+    drain = {r["guarantee"]: r for r in sec.get("drain", [])}
+    return {
+        "drain_events_per_s": {g: r.get("events_per_s") for g, r in drain.items()},
+        "ceiling_events_per_s": {b: v["events_per_s"] for b, v in sec.get("ceiling", {}).get("by_batch", {}).items()},
+        "ratio_to_batch1": {g: r["to_batch1"] for g, r in sec.get("ratio", {}).items()},
+        "batch_sizes": {g: r["batch_sizes"].get("counts") for g, r in drain.items()},
+        "median_event_bucket": {g: r["batch_sizes"]["median_event_bucket"] for g, r in drain.items()},
+        "latency_ms": [{"offered_target": r["offered_rate_target"], "share": r.get("share"),
+                        **{q: r["latency_ms"].get(q) for q in ("p50", "p95", "p99")},
+                        "through_events_per_s": r.get("events_per_s"), "complete": r.get("complete")}
+                       for r in sec.get("fixed_rate", {}).get("runs", [])],
+    }
+
+
+def measure(s: Session, bench: Bench, sec: dict, events: list, flags: list[str], guarantees: list[str],
+            shares: list[float], recovery_events: list | None, slicer=first_events) -> None:
+    """Every phase for one bundle, into ``sec``: drains (+ state/recovery), concurrent runs (if asked),
+    the ceiling at batch 1 and the buckets used, the ratios, latency runs, ceilings of new buckets."""
+    a = s.a
+    drains(s, bench, sec, flags, guarantees, recovery_events)
+    if a.concurrent:
+        concurrent(s, bench, sec, flags, guarantees)
+    say("ceiling: bare ONNX step, 1 thread, at batch 1 and the buckets the worker used")
     try:
-        topics = [t for t in c.topics() if t.startswith(app_id) and t.endswith("-changelog")]
-        tps = [TopicPartition(t, p) for t in topics for p in c.partitions_for_topic(t) or ()]
-        begin, end = c.beginning_offsets(tps), c.end_offsets(tps)
-        return {"topics": topics, "records": sum(end[tp] - begin[tp] for tp in tps)}
-    finally:
-        c.close()
-
-
-def recovery(bench: Bench, label: str, guarantee: str, worker, events: list, fresh_ready_s: float) -> dict:
-    """Stop the worker, measure its state, delete its RocksDB folder, restart with the same app id."""
-    bench.procs.stop(worker)
-    data_dir = bench.state_dir(label)
-    out: dict = {"label": label, "guarantee": guarantee, "rocksdb": rocksdb_state(data_dir)}
-    try:
-        out["changelog"] = changelog_records(bench.brokers, bench.app_id(label))
+        sec["ceiling"] = ceiling(bench.bundle_dir, used_buckets(sec["drain"]) | set(a.ceiling_batches), a)
+        sec["ratio"] = ratios(sec)
+        for g, r in sec["ratio"].items():
+            say(f"  {g}: drain / ceiling at batch 1 = {r['to_batch1']:.1%}")
     except Exception as exc:  # noqa: BLE001
-        out["changelog"] = {"error": repr(exc)}
-    out["loadavg_before"] = loadavg()
-    # control: the same restart with the RocksDB folder kept (nothing to restore)
-    worker, _, warm_s = bench.start_worker(label, guarantee, name=f"worker-{label}-restart", log_level="info")
-    bench.procs.stop(worker)
-    shutil.rmtree(data_dir)
-    busiest, n = Counter(e.user_id for e in events).most_common(1)[0]
-    worker, port, ready_s = bench.start_worker(label, guarantee, name=f"worker-{label}-recovery", log_level="info")
-    out.update(ready_s=round(ready_s, 2), restart_with_state_ready_s=round(warm_s, 2),
-               fresh_start_ready_s=round(fresh_ready_s, 2), restore_s_estimate=round(ready_s - warm_s, 2),
-               loadavg_after=loadavg())
-    rec = get_json(f"http://127.0.0.1:{port}/recommendations/{busiest}")
-    out["check"] = {"user": busiest, "events_in_data": n, "events_in_restored_state": (rec or {}).get("events")}
-    out["restored_state_ok"] = bool(rec) and rec.get("events") == n
-    bench.procs.stop(worker)
-    return out
+        s.failed(f"ceiling ({sec['name']})", exc)
+    s.save()
+    latency(s, bench, sec, events, shares, a.fixed_rates, slicer)
+    new = used_buckets(sec["fixed_rate"]["runs"]) - {int(b) for b in sec.get("ceiling", {}).get("by_batch", {})}
+    if new and "ceiling" in sec:
+        say(f"ceiling at the buckets first used by the latency runs: {sorted(new)}")
+        try:
+            ceiling(bench.bundle_dir, new, a, into=sec["ceiling"])
+        except Exception as exc:  # noqa: BLE001
+            s.failed(f"ceiling ({sec['name']}, latency buckets)", exc)
+    sec["summary"] = summary(sec)
+    s.save()
 
 
-# ---- report -------------------------------------------------------------------------------
-def fmt(x, spec: str = ",.0f") -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+def large(s: Session, brokers: str, procs: Processes, tag: str) -> None:
+    """The same figures for a Beauty-sized bundle (about 12,000 items)."""
+    a = s.a
+    sec = s.doc["large"] = {"name": "large"}
+    t0 = time.monotonic()
+    say(f"large: data ({a.large_source})")
+    full, events, flags, sec["data"] = large_data(a, s.work)
+    say(f"  {len(full):,} events to train on, the first {len(events):,} replayed "
+        f"({sec['data']['users']:,} users, {sec['data']['items']:,} items)")
+    if a.large_bundle:
+        bundle_dir, info = Path(a.large_bundle).resolve(), {"bundle": str(Path(a.large_bundle).resolve()),
+                                                            "trained": False}
+    else:
+        say(f"large: training (dim 32, hidden 64, {a.large_epochs} epoch(s)) on {len(full):,} events, exporting")
+        bundle_dir, info = train_bundle(full, s.work / "large", a.large_epochs, f"bench-streaming-{a.large_source}")
+    sec["bundle"] = bundle_info(bundle_dir, info)
+    say(f"  {sec['bundle']['model_version']}: {sec['bundle']['n_items']:,} items "
+        f"({info.get('train_seconds', 0)} s training)")
+    s.save()
+    bench = Bench(a, s.work, procs, brokers, bundle_dir, tag=f"{tag}-big")
+    measure(s, bench, sec, events, flags, a.large_guarantees or a.guarantees, a.large_rates, None,
+            first_users if a.large_source == "beauty" else first_events)
+    sec["seconds"] = round(time.monotonic() - t0, 1)
 
 
-def table(doc: dict) -> str:
-    d, b, lines = doc["data"], doc.get("bundle", {}), []
-    m = doc.get("machine", {})
-    name = d.get("name", d["source"]) + (" (first events in time order)" if d.get("truncated_to") else "")
-    lines.append(f"\nstreaming benchmark: {name}: {d['events']:,} events, {d['users']:,} users, "
-                 f"{d['items']:,} items, types {d['event_types']}")
-    lines.append(f"bundle: {b.get('model_version')} (n_items {b.get('n_items')}, L{b.get('layers')} "
-                 f"H{b.get('hidden')}, k {b.get('k')}, m {b.get('m')}); worker: 1 process, 8 partitions, "
-                 "ONNX Runtime 1 thread")
-    lines.append(f"machine: {m.get('nproc')} cores, load average at start {m.get('loadavg_start')} and at end "
-                 f"{m.get('loadavg_end')} (other jobs on the machine: timings are noisy)")
-    ceil = doc.get("ceiling", {}).get("batch1", {}).get("events_per_s")
-    if doc.get("max_speed"):
-        lines.append("\nthroughput at max speed (replay --max-speed --order none, every event; latency here is a "
-                     "BACKLOG figure: events wait in Kafka)")
-        lines.append(f"{'guarantee':<15}{'events/s':>10}{'seconds':>9}{'offered/s':>11}{'p50 ms':>9}{'p95 ms':>9}"
-                     f"{'p99 ms':>9}{'max ms':>9}{'/ceiling':>10}{'dups':>6}  complete")
-        for r in doc["max_speed"]:
-            lat = r["latency_ms"]
-            ratio = r["events_per_s"] / ceil if ceil and r.get("events_per_s") else None
-            lines.append(f"{r['guarantee']:<15}{fmt(r['events_per_s']):>10}{fmt(r['seconds'], '.1f'):>9}"
-                         f"{fmt(r['replay']['rate']):>11}{fmt(lat.get('p50')):>9}{fmt(lat.get('p95')):>9}"
-                         f"{fmt(lat.get('p99')):>9}{fmt(lat.get('max')):>9}{fmt(ratio, '.1%'):>10}"
-                         f"{fmt(r['counts'].get('duplicates'), 'd'):>6}  {r['complete']}")
-    if doc.get("fixed_rate"):
-        fr = doc["fixed_rate"]
-        lines.append(f"\nlatency at fixed offered rates ({fr['guarantee']}, the first {fr['slice_events']:,} events, "
-                     f"rates relative to {fmt(fr['max_events_per_s'])} events/s), produce -> publish")
-        lines.append(f"{'share':>6}{'target/s':>10}{'offered/s':>11}{'through/s':>11}{'p50 ms':>9}{'p95 ms':>9}"
-                     f"{'p99 ms':>9}{'max ms':>9}  complete")
-        for r in fr["runs"]:
-            lat = r["latency_ms"]
-            lines.append(f"{fmt(r['share'], '.0%'):>6}{fmt(r['offered_rate_target']):>10}{fmt(r['replay']['rate']):>11}"
-                         f"{fmt(r['events_per_s']):>11}{fmt(lat.get('p50'), ',.1f'):>9}{fmt(lat.get('p95'), ',.1f'):>9}"
-                         f"{fmt(lat.get('p99'), ',.1f'):>9}{fmt(lat.get('max'), ',.0f'):>9}  {r['complete']}")
-    if doc.get("ceiling"):
-        c = doc["ceiling"]
-        lines.append(f"\nceiling (bare ONNX step, 1 thread): batch 1 {fmt(c['batch1']['events_per_s'])} events/s "
-                     f"({c['batch1']['us_per_step']:.0f} us/step); batch 64 {fmt(c['batch64']['events_per_s'])} events/s")
-        for g, ratio in doc.get("ceiling_ratio", {}).items():
-            lines.append(f"  pipeline / ceiling (batch 1), {g}: {ratio:.1%}")
-    if doc.get("state"):
-        s = doc["state"]
-        p = s.get("packed", {})
-        lines.append(f"\nstate per user: packed UserState {p.get('full_window')} B with a full window "
-                     f"(L{p.get('layers')} H{p.get('hidden')}, m {p.get('m')}, k {p.get('k')}, {p.get('recent_ids')} ids; "
-                     f"{p.get('initial')} B before any event)")
-        r = s.get("rocksdb", {})
-        if r.get("users"):
-            lines.append(f"  in RocksDB after the {s.get('guarantee')} run: {r['users']:,} users, mean value "
-                         f"{r['mean_value_bytes']:,.0f} B + key {r['mean_key_bytes']:.1f} B; folder "
-                         f"{r['dir_bytes'] / 1e6:,.2f} MB = {r['dir_bytes_per_user']:,.0f} B/user (RocksDB files, "
-                         "WAL and fixed overhead of 8 partitions included)")
-        elif r:
-            lines.append(f"  RocksDB: {r}")
-    if doc.get("recovery"):
-        r = doc["recovery"]
-        cl = r.get("changelog", {})
-        lines.append(f"\nrecovery ({r['guarantee']}): RocksDB folder deleted, same app id: ready in {r['ready_s']:.1f} s "
-                     f"restoring {fmt(cl.get('records'))} changelog records; the same restart with the folder kept: "
-                     f"{r['restart_with_state_ready_s']:.1f} s (restore ~{r['restore_s_estimate']:.1f} s); first start "
-                     f"of that worker {r['fresh_start_ready_s']:.1f} s;\n  state of user {r['check']['user']} "
-                     f"restored: {r['restored_state_ok']} "
-                     f"({r['check']['events_in_restored_state']} of {r['check']['events_in_data']} events)")
-    for e in doc.get("errors", []):
-        lines.append(f"\nFAILED {e['step']}: {e['error'].splitlines()[0] if e['error'] else ''}")
-    lines.append(f"\ntotal {doc.get('total_seconds', 0):.0f} s; {doc.get('results_file')}")
-    return "\n".join(lines)
-
-
-# ---- main ---------------------------------------------------------------------------------
-def main() -> int:
+# ---- main -----------------------------------------------------------------------------------
+def options() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", help=f"data file or folder (default {DEFAULT_DATA}, else synthetic)")
-    ap.add_argument("--format", dest="fmt", help="its format (recbole, csv, ...)")
-    ap.add_argument("--columns", help="csv column mapping")
-    ap.add_argument("--sep", help="field separator override")
-    ap.add_argument("--events", type=int, help="use the first N events in time order (synthetic: at least N; "
-                                               "default: all, 100k synthetic)")
-    ap.add_argument("--bundle", help="serve this bundle instead of training one")
-    ap.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
-    ap.add_argument("--guarantees", nargs="+", choices=list(SHORT), default=list(SHORT))
-    ap.add_argument("--rates", type=float, nargs="+", default=[0.25, 0.5, 0.9],
-                    help="offered rates as shares of the measured max throughput (default 0.25 0.5 0.9)")
-    ap.add_argument("--slice", type=int, default=20_000, help="events per fixed-rate run at most (default 20000)")
-    ap.add_argument("--rate-seconds", type=float, default=90.0,
-                    help="cap the slice so the slowest fixed-rate run lasts at most this long (default 90)")
-    ap.add_argument("--no-recovery", action="store_true", help="skip the state / recovery measurement")
-    ap.add_argument("--ceiling-seconds", type=float, default=2.0)
-    ap.add_argument("--ceiling-repeats", type=int, default=3)
-    ap.add_argument("--ready-timeout", type=float, default=180.0, help="seconds a worker may take to be ready")
-    ap.add_argument("--run-timeout", type=float, default=900.0, help="seconds a replay or evaluation may take")
-    ap.add_argument("--workdir", help="keep everything here (default: a temporary folder, deleted unless a step failed)")
-    ap.add_argument("--out", default=str(RESULTS / "streaming.json"), help="results file")
+    d = ap.add_argument_group("data and model")
+    d.add_argument("--data", help=f"data file or folder (default {DEFAULT_DATA}, else synthetic)")
+    d.add_argument("--format", dest="fmt", help="its format (recbole, csv, ...)")
+    d.add_argument("--columns", help="csv column mapping")
+    d.add_argument("--sep", help="field separator override")
+    d.add_argument("--events", type=int, help="use the first N events in time order (synthetic: at least N; "
+                                              "default: all, 100k synthetic)")
+    d.add_argument("--bundle", help="serve this bundle instead of training one")
+    d.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
+    r = ap.add_argument_group("runs")
+    r.add_argument("--guarantees", nargs="+", choices=list(SHORT), default=list(SHORT))
+    r.add_argument("--batch-max", type=int, help="pass --batch-max N to the worker (only when given)")
+    r.add_argument("--batch-wait", type=float, help="pass --batch-wait MS to the worker (only when given)")
+    r.add_argument("--rates", type=float, nargs="*", default=[0.1, 0.5, 0.9],
+                   help="latency runs at these shares of the at-least-once drain rate (default 0.1 0.5 0.9)")
+    r.add_argument("--fixed-rates", type=float, nargs="*", default=[100.0],
+                   help="and at these offered rates, events/s (default 100)")
+    r.add_argument("--slice", type=int, default=60_000, help="events per latency run at most (default 60000)")
+    r.add_argument("--rate-seconds", type=float, default=60.0,
+                   help="events per latency run = rate x this, at least 1000 (default 60: runs of ~60 s)")
+    r.add_argument("--concurrent", action="store_true",
+                   help="also replay at max speed while the worker runs, per guarantee (the older throughput)")
+    r.add_argument("--no-recovery", action="store_true", help="skip the state / recovery measurement")
+    r.add_argument("--ceiling-seconds", type=float, default=2.0, help="seconds per ceiling run (default 2)")
+    r.add_argument("--ceiling-repeats", type=int, default=3, help="ceiling runs per batch size, median (default 3)")
+    r.add_argument("--ceiling-batches", type=int, nargs="*", default=[],
+                   help="also time the bare step at these batch sizes (e.g. 64)")
+    g = ap.add_argument_group("Beauty-sized bundle")
+    g.add_argument("--no-large", action="store_true", help="skip the Beauty-sized bundle")
+    g.add_argument("--large-bundle", help="serve this bundle (about 12k items) instead of training one")
+    g.add_argument("--large-source", choices=["beauty", "synthetic"],
+                   default="beauty" if BEAUTY.exists() else "synthetic",
+                   help="its data: ../shared/data/beauty (default when present) or synthetic with 12,000 items")
+    g.add_argument("--large-events", type=int, default=100_000,
+                   help="replay N events (default 100000; Beauty: every event of the first users, synthetic: "
+                        "the first in time order; training uses all)")
+    g.add_argument("--large-epochs", type=int, default=1, help="training epochs (default 1)")
+    g.add_argument("--large-guarantees", nargs="+", choices=list(SHORT), help="default: --guarantees")
+    g.add_argument("--large-rates", type=float, nargs="*", default=[0.5],
+                   help="latency at these shares of its at-least-once drain rate (default 0.5; plus --fixed-rates)")
+    t = ap.add_argument_group("limits and output")
+    t.add_argument("--ready-timeout", type=float, default=180.0, help="seconds a worker may take to be ready")
+    t.add_argument("--run-timeout", type=float, default=900.0, help="seconds a replay, evaluation or drain may take")
+    t.add_argument("--drain-idle", type=float, default=60.0,
+                   help="give a drain up after this many seconds without progress in /health (default 60)")
+    t.add_argument("--read-idle", type=float, default=30.0,
+                   help="stop reading a drain's output after this many seconds without a new record (default 30)")
+    t.add_argument("--workdir", help="keep everything here (default: a temporary folder, deleted unless a step failed)")
+    t.add_argument("--out", default=str(RESULTS / "streaming.json"), help="results file")
+    return ap
+
+
+def main() -> int:
+    ap = options()
     a = ap.parse_args()
     if bool(a.data) != bool(a.fmt):
         ap.error("--data and --format go together")
+    if a.large_source == "beauty" and not BEAUTY.exists() and not a.no_large:
+        ap.error(f"{BEAUTY} not found: pass --large-source synthetic or --no-large")
 
-    started = time.monotonic()
     work = Path(a.workdir).resolve() if a.workdir else Path(tempfile.mkdtemp(prefix="streamrec-bench-streaming-"))
     work.mkdir(parents=True, exist_ok=True)
     procs = Processes(work / "logs")
     out_path = Path(a.out)
     doc: dict = {"benchmark": "streaming", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                 "command": " ".join(sys.argv),
+                 "command": "./run python " + shlex.join(sys.argv), "options": vars(a),
                  "machine": {"nproc": os.cpu_count(), "loadavg_start": loadavg(), "platform": platform.platform(),
                              "python": platform.python_version()},
                  "errors": [], "results_file": str(out_path)}
-
-    def save() -> None:
-        doc["total_seconds"] = round(time.monotonic() - started, 1)
-        doc["machine"]["loadavg_end"] = loadavg()
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-
-    def failed(step: str, exc: BaseException) -> None:
-        say(f"FAILED {step}: {exc}")
-        doc["errors"].append({"step": step, "error": str(exc), "traceback": traceback.format_exc()})
-        save()
-
+    s = Session(a, work, doc, out_path, time.monotonic())
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     broker = None
     say(f"{os.cpu_count()} cores, load average {doc['machine']['loadavg_start']}; work folder {work}")
     try:
+        sec = doc["main"] = {"name": "main"}
         say("data")
-        events, data_flags, doc["data"] = load_data(a, work)
-        say(f"  {doc['data']['events']:,} events, {doc['data']['users']:,} users, {doc['data']['items']:,} items")
-        say("model: " + ("reusing " + a.bundle if a.bundle else f"training (dim 32, hidden 64, {a.epochs} epochs) "
-                         "and exporting (k 20, m 50)"))
-        bundle_dir, doc["bundle"] = make_bundle(a, events, work)
-        from export.manifest import Manifest
-
-        mf = Manifest.from_json((bundle_dir / "manifest.json").read_text())
-        doc["bundle"].update(model_version=mf.model_version, n_items=mf.n_items, layers=mf.layers, hidden=mf.hidden,
-                             k=mf.k, m=mf.m)
-        say(f"  {mf.model_version} ({doc['bundle'].get('train_seconds', 0)} s training)")
-        save()
-
-        say("ceiling: bare ONNX step, 1 thread")
-        try:
-            doc["ceiling"] = ceiling(bundle_dir, a)
-            say(f"  batch 1: {doc['ceiling']['batch1']['events_per_s']:,.0f} events/s; "
-                f"batch 64: {doc['ceiling']['batch64']['events_per_s']:,.0f} events/s")
-        except Exception as exc:  # noqa: BLE001
-            failed("ceiling", exc)
+        events, data_flags, sec["data"] = load_data(a, work)
+        say(f"  {sec['data']['events']:,} events, {sec['data']['users']:,} users, {sec['data']['items']:,} items")
+        if a.bundle:
+            say(f"model: reusing {a.bundle}")
+            bundle_dir, info = Path(a.bundle).resolve(), {"bundle": str(Path(a.bundle).resolve()), "trained": False}
+        else:
+            say(f"model: training (dim 32, hidden 64, {a.epochs} epochs) and exporting (k 20, m 50)")
+            bundle_dir, info = train_bundle(events, work, a.epochs, "bench-streaming")
+        sec["bundle"] = bundle_info(bundle_dir, info)
+        say(f"  {sec['bundle']['model_version']} ({info.get('train_seconds', 0)} s training)")
         try:
             doc["state"] = {"packed": packed_state_bytes(bundle_dir)}
         except Exception as exc:  # noqa: BLE001
-            failed("state bytes", exc)
-        save()
+            s.failed("state bytes", exc)
+        s.save()
 
         say("starting Kafka")
         from streams.broker import start_broker
@@ -544,63 +530,21 @@ def main() -> int:
                               record_state=False)
         doc["broker"] = broker.bootstrap
         say(f"  broker at {broker.bootstrap}")
-        bench = Bench(a, work, procs, broker.bootstrap, bundle_dir, data_flags)
-
-        doc["max_speed"] = []
-        base_guarantee = "at-least-once" if "at-least-once" in a.guarantees else a.guarantees[0]
-        for g in a.guarantees:
-            label = f"{SHORT[g]}-max"
-            say(f"max speed, {g}: {len(events):,} events")
+        tag = time.strftime("%H%M%S")
+        bench = Bench(a, work, procs, broker.bootstrap, bundle_dir, tag=tag)
+        doc["worker_flags"] = bench.worker_flags()
+        measure(s, bench, sec, events, data_flags, a.guarantees, a.rates, None if a.no_recovery else events)
+        if not a.no_large:
             try:
-                res, worker, port = bench.run_keep(label, g, data_flags, None)
-                doc["max_speed"].append(res)
-                save()
-                if g == base_guarantee and not a.no_recovery:
-                    say(f"state and recovery ({g}): stop the worker, delete its RocksDB folder, start it again")
-                    try:
-                        rec = recovery(bench, label, g, worker, events, res["worker_ready_s"])
-                        doc.setdefault("state", {}).update(rocksdb=rec.pop("rocksdb"), guarantee=g)
-                        doc["recovery"] = rec
-                        say(f"  ready in {rec['ready_s']:.1f} s (restart with its folder kept "
-                            f"{rec['restart_with_state_ready_s']:.1f} s), "
-                            f"{rec.get('changelog', {}).get('records')} changelog records; "
-                            f"restored state ok: {rec['restored_state_ok']}")
-                    except Exception as exc:  # noqa: BLE001
-                        failed(f"recovery {g}", exc)
-                procs.stop(worker)
+                large(s, broker.bootstrap, procs, tag)
             except Exception as exc:  # noqa: BLE001
-                failed(f"max speed {g}", exc)
-            save()
-        ceil = doc.get("ceiling", {}).get("batch1", {}).get("events_per_s")
-        if ceil:
-            doc["ceiling_ratio"] = {r["guarantee"]: r["events_per_s"] / ceil for r in doc["max_speed"]
-                                    if r.get("events_per_s")}
-
-        base = next((r for r in doc["max_speed"] if r["guarantee"] == base_guarantee and r.get("events_per_s")), None)
-        if a.rates and base is None:
-            failed("fixed rates", RuntimeError(f"no measured max throughput for {base_guarantee}: rates skipped"))
-        elif a.rates:
-            top = base["events_per_s"]
-            n = max(1000, min(a.slice, len(events), int(min(a.rates) * top * a.rate_seconds)))
-            flags = slice_flags(events, n, work)
-            doc["fixed_rate"] = {"guarantee": base_guarantee, "max_events_per_s": top, "slice_events": n, "runs": []}
-            for share in a.rates:
-                target = share * top
-                label = f"{SHORT[base_guarantee]}-r{round(share * 100)}"
-                say(f"fixed rate {share:.0%} of {top:,.0f} = {target:,.0f} events/s, {base_guarantee}, {n:,} events")
-                try:
-                    res = bench.run(label, base_guarantee, flags, target)
-                    res["share"] = share
-                    doc["fixed_rate"]["runs"].append(res)
-                except Exception as exc:  # noqa: BLE001
-                    failed(f"fixed rate {share}", exc)
-                save()
+                s.failed("large", exc)
     except KeyboardInterrupt:
         say("interrupted: stopping the workers and Kafka")
         doc["interrupted"] = True
         return_code = 130
     except Exception as exc:  # noqa: BLE001
-        failed("setup", exc)
+        s.failed("setup", exc)
         return_code = 1
     else:
         return_code = 1 if doc["errors"] else 0
@@ -608,7 +552,7 @@ def main() -> int:
         procs.stop_all()
         if broker is not None:
             broker.stop()
-        save()
+        s.save()
     print(table(doc), flush=True)
     if doc["errors"] or doc.get("interrupted") or a.workdir:
         print(f"work folder kept: {work} (logs in {work / 'logs'})")

@@ -1,8 +1,8 @@
 """``streamrec worker``: run the streaming worker (Faust) in this process until SIGINT/SIGTERM.
 
-Flags win over ``STREAMREC_*`` environment variables (``streams/config.py``); the resolved
-configuration is written back into the environment, then ``streams.app`` is imported and Faust's
-``worker`` command runs it, exactly as ``faust -A streams.app worker`` would.
+Flags win over ``STREAMREC_*`` environment variables (``streams/config.py``); a
+``streams.worker.Worker`` is built from the resolved configuration and Faust's ``worker`` command
+runs its app, as ``faust -A streams.app worker`` does with the same settings from the environment.
 """
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     for s in SETTINGS:
         default = defaults[s.field]
         shown = ("required" if s.field == "bundle" else "the bundle's k" if s.field == "k" else
-                 "none" if default is None else str(default).replace("_", "-"))
+                 "none" if default is None else f"{1000 * default:g}" if s.field == "batch_wait" else
+                 str(default).replace("_", "-"))
         parser.add_argument(s.flag, dest=s.field, metavar=s.metavar, default=None,
                             help=f"{s.help} [{s.env}] ({'' if shown == 'required' else 'default: '}{shown})")
     parser.set_defaults(func=run)
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     from export.manifest import BundleError
     from streams.config import SETTINGS, ConfigError, WorkerConfig
+    from streams.faust_adapter import AdapterError
 
     try:
         config = WorkerConfig.from_env(os.environ, **{s.field: getattr(args, s.field) for s in SETTINGS})
@@ -83,13 +85,14 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{config.bundle} is not a bundle (no manifest.json): "
                        "make one with `streamrec export --model RUN --out DIR`")
     Path(config.data_dir).parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
-    os.environ.update(config.to_env())
+    os.environ.update(config.to_env())  # what faust -A streams.app would read; Faust's own settings too
     try:
-        from streams.app import app, ensure_topics, load_bundle, mark_stopped
+        from streams.worker import Worker
 
-        load_bundle()
-        ensure_topics()
-    except (ConfigError, BundleError) as exc:
+        worker = Worker(config)
+        worker.load_bundle()
+        worker.ensure_topics()
+    except (ConfigError, BundleError, AdapterError) as exc:
         raise CliError(str(exc)) from None
     except KafkaError as exc:
         if config.security_protocol != "PLAINTEXT":  # kafka-python reports a failed login as a timeout
@@ -103,10 +106,10 @@ def run(args: argparse.Namespace) -> int:
     level = {"warning": "warn", "critical": "crit"}.get(config.log_level, config.log_level)
     sys.argv = ["streamrec worker", "worker", "--loglevel", level]
     try:
-        app.main()  # returns by SystemExit once the worker stopped
+        worker.app.main()  # returns by SystemExit once the worker stopped
     except SystemExit as exc:
         if exc.code in (0, None):
-            mark_stopped()  # a clean stop: the next start may trust the local state (see prepare_local_state)
+            worker.mark_stopped()  # a clean stop: the next start may trust the local state (prepare_local_state)
         raise
-    mark_stopped()
+    worker.mark_stopped()
     return 0

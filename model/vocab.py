@@ -27,7 +27,7 @@ VERSION = 1
 class Vocab:
     """An immutable, ordered list of ids behind two reserved slots."""
 
-    __slots__ = ("_ids", "_index")
+    __slots__ = ("_ids", "_index", "_every")
 
     def __init__(self, ids: Sequence[str]):
         """Make a vocabulary whose id ``ids[k]`` has index ``k + 2``. Ids must be distinct strings."""
@@ -39,6 +39,7 @@ class Vocab:
             dup = next(tok for tok, n in Counter(ids).items() if n > 1)
             raise ValueError(f"duplicate id {dup!r} in vocabulary")
         self._ids = ids
+        self._every = list(RESERVED) + ids  # index -> id, the reserved slots included
 
     @classmethod
     def build(cls, ids: Iterable[str], *, min_count: int = 1, max_size: int | None = None) -> Vocab:
@@ -58,6 +59,11 @@ class Vocab:
         """Indices of ``tokens`` as an int64 array (``OOV`` for unknown ones)."""
         get = self._index.get
         return np.fromiter((get(t, OOV) for t in tokens), dtype=np.int64)
+
+    def tokens(self, indices: Iterable[int]) -> tuple[str, ...]:
+        """The ids at ``indices`` (valid indices only: the serving path's fast ``token``)."""
+        every = self._every
+        return tuple([every[i] for i in indices])
 
     def token(self, i: int) -> str:
         """The id at index ``i`` (``"<pad>"`` / ``"<oov>"`` for the reserved slots)."""

@@ -34,6 +34,8 @@ import base64
 import hashlib
 import json
 import unicodedata
+
+import orjson
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -102,6 +104,8 @@ def id_problem(value: str) -> str | None:
         return "is empty"
     if len(value) > MAX_ID_LENGTH:
         return f"is {len(value)} characters long (max {MAX_ID_LENGTH})"
+    if value.isascii() and value.isprintable():  # the usual id: no control character (Cc) or surrogate (Cs)
+        return None
     if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
         return "contains control characters"
     return None
@@ -138,11 +142,9 @@ def parse_event(key: bytes | None, value: bytes | None, default_type: str,
     except UnicodeDecodeError as exc:
         return Rejected(NOT_UTF8, f"key or value is not valid UTF-8 ({exc.reason} at byte {exc.start})")
     try:
-        data = json.loads(text)
-    except ValueError as exc:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
         return Rejected(INVALID_JSON, f"value is not JSON: {exc}")
-    except RecursionError:
-        return Rejected(INVALID_JSON, "value is JSON nested too deeply")
     if not isinstance(data, dict):
         return Rejected(NOT_AN_OBJECT, f"value must be a JSON object, got {type(data).__name__}")
     fields: dict[str, str | None] = {}
@@ -172,10 +174,11 @@ def parse_event(key: bytes | None, value: bytes | None, default_type: str,
 
 def encode_recommendation(user_id: str, items: Sequence[str], scores: Sequence[float], model_version: str,
                           source: Source, event_ts: int, emitted_ts: int) -> bytes:
-    """The output message's value (compact JSON, UTF-8)."""
-    return json.dumps({"user_id": user_id, "items": list(items), "scores": [float(s) for s in scores],
-                       "model_version": model_version, "source": source.to_dict(), "event_ts": event_ts,
-                       "emitted_ts": emitted_ts}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """The output message's value (compact JSON, UTF-8; floats as the shortest repr that reads back equal)."""
+    return orjson.dumps({"user_id": user_id, "items": list(items), "scores": list(scores),
+                         "model_version": model_version, "source": {"topic": source.topic, "partition": source.partition,
+                                                                    "offset": source.offset},
+                         "event_ts": event_ts, "emitted_ts": emitted_ts})
 
 
 def _b64(data: bytes | None) -> str | None:
@@ -187,12 +190,11 @@ def encode_dead_letter(key: bytes | None, value: bytes | None, source: Source, r
     """The dead-letter message's value: reason, message, source and the original bytes (base64; at
     most ``MAX_DEAD_LETTER_COPY`` of each, see the module docstring)."""
     truncated = any(d is not None and len(d) > MAX_DEAD_LETTER_COPY for d in (key, value))
-    return json.dumps({"reason": rejected.reason, "message": rejected.message, "source": source.to_dict(),
+    return orjson.dumps({"reason": rejected.reason, "message": rejected.message, "source": source.to_dict(),
                        "key_b64": _b64(key), "value_b64": _b64(value), "rejected_ts": rejected_ts,
                        "key_bytes": None if key is None else len(key),
                        "value_bytes": None if value is None else len(value), "truncated": truncated,
-                       "value_sha256": hashlib.sha256(value).hexdigest() if truncated and value is not None else None},
-                      ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+                       "value_sha256": hashlib.sha256(value).hexdigest() if truncated and value is not None else None})
 
 
 def decode_dead_letter(data: bytes) -> dict[str, object]:

@@ -22,7 +22,9 @@ worker`` (which can only read the environment) and the CLI see the same configur
     STREAMREC_THREADS         ONNX Runtime intra-op threads                      (1)
     STREAMREC_LOG_LEVEL       debug | info | warning | error                     (info)
     STREAMREC_SESSION_TIMEOUT seconds Kafka waits for a silent worker before moving its partitions (60)
-    STREAMREC_IN_FLIGHT       events stepped ahead of Kafka's acknowledgements at most (500; 1 = none)
+    STREAMREC_IN_FLIGHT       events stepped ahead of Kafka's acknowledgements at most (1000)
+    STREAMREC_BATCH_MAX       records stepped together at most (256)
+    STREAMREC_BATCH_WAIT      ms a batch waits for more records when fewer than --batch-max are ready (1)
     STREAMREC_STATE_TTL       expire users idle this long in event time, e.g. 30d (0 = never)
     STREAMREC_TTL_SWEEP       seconds between two expiry sweeps                  (60)
     STREAMREC_SECURITY_PROTOCOL  PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL     (PLAINTEXT)
@@ -98,7 +100,13 @@ SETTINGS = (
     Setting("in_flight", "--in-flight", "STREAMREC_IN_FLIGHT", "N",
             "how many events may be stepped and published before the writes of the earlier ones are "
             "acknowledged by Kafka; each event still counts as done (state stored, offset committable) only "
-            "once its own writes are, in order. 1 waits for every event's writes before the next (slow)"),
+            "once its own writes are, in order (rounded down to whole batches of --batch-max, at least one)"),
+    Setting("batch_max", "--batch-max", "STREAMREC_BATCH_MAX", "N",
+            "records taken, stepped (one ONNX call per wave of distinct users) and published together at most; "
+            "1 steps every event alone (slow)"),
+    Setting("batch_wait", "--batch-wait", "STREAMREC_BATCH_WAIT", "MS",
+            "milliseconds a batch waits for more records when fewer than --batch-max are ready (a lone event is "
+            "never delayed longer; under load batches fill by themselves); 0 = take what is ready"),
     Setting("state_ttl", "--state-ttl", "STREAMREC_STATE_TTL", "DURATION",
             "delete the state of a user idle this long (e.g. 30d, 12h; 0 = never), measured in event time: "
             "against the newest event time the worker has seen (never later than its clock); deletions "
@@ -160,7 +168,9 @@ class WorkerConfig:
     threads: int = 1
     log_level: str = "info"
     session_timeout: float = 60.0  # Kafka consumer-group session timeout, seconds
-    in_flight: int = 500  # events whose writes may be under way at once (streams/pipeline.py)
+    in_flight: int = 1000  # events whose writes may be under way at once (streams/pipeline.py)
+    batch_max: int = 256  # records per micro-batch at most (streams/inbox.py)
+    batch_wait: float = 0.001  # seconds a micro-batch waits for more records (flag and variable: ms)
     state_ttl: float = 0.0  # seconds of event time; 0 = states never expire
     ttl_sweep: float = 60.0  # seconds between expiry sweeps
     security_protocol: str = "PLAINTEXT"
@@ -233,7 +243,7 @@ class WorkerConfig:
         values: dict[str, object] = {}
         for name, value in raw.items():
             text = str(value).strip()
-            if name in ("partitions", "replication", "k", "web_port", "threads", "in_flight"):
+            if name in ("partitions", "replication", "k", "web_port", "threads", "in_flight", "batch_max"):
                 values[name] = _positive(_describe(name))(text)
             elif name in ("bundle", "data_dir", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
                 values[name] = Path(text)
@@ -243,6 +253,13 @@ class WorkerConfig:
                 values[name] = text.upper().replace("-", "_") if name == "security_protocol" else text.upper()
             elif name == "guarantee":
                 values[name] = GUARANTEES.get(text.replace("_", "-"), text)
+            elif name == "batch_wait":
+                try:
+                    values[name] = float(text) / 1000
+                except ValueError:
+                    raise ConfigError(f"{_describe(name)} must be a number of milliseconds, got {text!r}") from None
+                if not 0 <= values[name] <= 1:  # type: ignore[operator]
+                    raise ConfigError(f"{_describe(name)} must be between 0 and 1000 ms, got {text}")
             elif name == "log_level":
                 values[name] = text.lower()
             else:
@@ -255,7 +272,8 @@ class WorkerConfig:
         for s in SETTINGS:
             value = getattr(self, s.field)
             if value is not None:
-                out[s.env] = {v: k for k, v in GUARANTEES.items()}[value] if s.field == "guarantee" else str(value)
+                out[s.env] = ({v: k for k, v in GUARANTEES.items()}[value] if s.field == "guarantee" else
+                              repr(1000 * value) if s.field == "batch_wait" else str(value))
         return out
 
 

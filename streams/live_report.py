@@ -29,7 +29,8 @@ def summary_text(report: dict) -> str:
 
 
 def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
-    """latency_cdf.png, throughput.png, hit_rate.png in ``out_dir``; returns their paths."""
+    """latency_cdf.png, throughput.png, hit_rate.png in ``out_dir``; returns their paths. Optional
+    report keys: ``latency_cdf_title``, ``throughput_marks`` ([(label, events/s)], drawn as lines)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,7 +49,7 @@ def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
             ax.axvline(lat[q], color="grey", ls="--", lw=1)
             ax.text(lat[q], 0.02, f" {q} {lat[q]:.0f}", rotation=90, va="bottom", fontsize=8)
     ax.set(xlabel="latency, produce -> recommendation published (ms)", ylabel="share of events",
-           title="latency CDF", ylim=(0, 1))
+           title=report.get("latency_cdf_title", "latency CDF"), ylim=(0, 1))
     paths.append(_save(fig, out / "latency_cdf.png"))
 
     tp = report["throughput"]
@@ -57,6 +58,8 @@ def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
     ax.plot(range(len(per_s)), per_s, drawstyle="steps-post")
     if per_s:
         ax.axhline(tp["events_per_s"], color="grey", ls="--", lw=1, label=f"mean {tp['events_per_s']:,.0f}/s")
+        for (label, value), color in zip(report.get("throughput_marks", ()), ("tab:red", "tab:green", "tab:purple")):
+            ax.axhline(value, color=color, ls=":", lw=1, label=label)  # e.g. the demo's drain and paced rates
         ax.legend()
     ax.set(xlabel="seconds since the first input", ylabel="recommendations per second", title="throughput")
     paths.append(_save(fig, out / "throughput.png"))

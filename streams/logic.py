@@ -54,11 +54,15 @@ def initial_state(bundle: Bundle) -> UserState:
     return UserState(h=h[:, 0, :], c=c[:, 0, :], last_ts=0, count=0, m=bundle.manifest.m)
 
 
-def top_k(items: np.ndarray, scores: np.ndarray, seen: Sequence[int], k: int) -> tuple[list[int], list[float]]:
+def top_k(items: np.ndarray | Sequence[int], scores: np.ndarray | Sequence[float], seen: Sequence[int],
+          k: int) -> tuple[list[int], list[float]]:
     """The first ``k`` entries of a best-first list that are not in ``seen``."""
     skip = set(seen)
-    keep = [j for j, item in enumerate(items.tolist()) if item not in skip][:k]
-    return [int(items[j]) for j in keep], [float(scores[j]) for j in keep]
+    items = items.tolist() if isinstance(items, np.ndarray) else items
+    scores = scores.tolist() if isinstance(scores, np.ndarray) else scores
+    keep = [j for j, item in enumerate(items) if item not in skip]
+    del keep[max(k, 0):]
+    return [items[j] for j in keep], [scores[j] for j in keep]
 
 
 def _waves(events: Sequence[Interaction]) -> list[list[int]]:
@@ -122,37 +126,46 @@ def process(bundle: Bundle, states: Sequence[UserState | None], events: Sequence
     recs: list[Recommendation | None] = [None] * len(events)
     blank = initial_state(bundle)
 
+    # Per event, once for the batch: item and type indices, event-id hashes (the waves index into them).
+    items_all = bundle.items.indices(e.item_id for e in events)
+    types_all = bundle.types.indices(e.event_type for e in events)
+    item_of = items_all.tolist()
+    hashes = [None if x is None else event_id_hash(x) for x in ids]
+    tokens = bundle.items.tokens
     for wave in _waves(events):
         active = []
         for i in wave:
             state = current[events[i].user_id]
-            if is_redelivery(state, ids[i], where[i]):
-                new_states[i] = state  # nothing changes, nothing is emitted
+            if state is not None and ((hashes[i] is not None and hashes[i] in state.recent_ids) or
+                                      (where[i] is not None and where[i][1] <= state.offsets[where[i][0]])):
+                new_states[i] = state  # applied before (see already_applied): nothing changes, nothing is emitted
             else:
                 active.append(i)
         if not active:
             continue
-        before = [current[events[i].user_id] for i in active]
-        item = bundle.items.indices(events[i].item_id for i in active)
-        etype = bundle.types.indices(events[i].event_type for i in active)
+        starts = [current[events[i].user_id] for i in active]
         gap = np.array([gap_bucket(None if s is None else events[i].ts - s.last_ts, n_buckets)
-                        for i, s in zip(active, before)], dtype=np.int64)
-        starts = [s if s is not None else blank for s in before]
+                        for i, s in zip(active, starts)], dtype=np.int64)
+        starts = [s if s is not None else blank for s in starts]
+        at = np.array(active)
         h = np.stack([s.h for s in starts], axis=1)
         c = np.stack([s.c for s in starts], axis=1)
-        out = bundle.step(item, etype, gap, h, c)
+        out = bundle.step(items_all[at], types_all[at], gap, h, c)
+        top_rows, score_rows = out.top_items.tolist(), out.top_scores.tolist()
+        h_new, c_new = out.h.transpose(1, 0, 2).copy(), out.c.transpose(1, 0, 2).copy()  # [B, L, H]
         for j, (i, s) in enumerate(zip(active, starts)):
             e = events[i]
-            seen = remember(s.seen, int(item[j]), m) if item[j] > OOV else s.seen
-            top, scores = top_k(out.top_items[j], out.top_scores[j], seen, k)
-            recent = s.recent_ids if ids[i] is None else remember(s.recent_ids, event_id_hash(ids[i]), RECENT_IDS)
+            item = item_of[i]
+            seen = remember(s.seen, item, m) if item > OOV else s.seen
+            top, scores = top_k(top_rows[j], score_rows[j], seen, k)
+            recent = s.recent_ids if hashes[i] is None else remember(s.recent_ids, hashes[i], RECENT_IDS)
             offsets = s.offsets
             if where[i] is not None:
                 slot, offset = where[i]
                 offsets = offsets[:slot] + (max(offsets[slot], offset),) + offsets[slot + 1:]
-            new = UserState(h=out.h[:, j, :].copy(), c=out.c[:, j, :].copy(), last_ts=max(s.last_ts, e.ts),
-                            count=s.count + 1, m=m, seen=seen, top_items=tuple(top),
-                            top_scores=np.array(scores, np.float32), recent_ids=recent, offsets=offsets)
+            new = UserState.trusted(h=h_new[j], c=c_new[j], last_ts=max(s.last_ts, e.ts), count=s.count + 1, m=m,
+                                    seen=seen, top_items=tuple(top), top_scores=np.array(scores, np.float32),
+                                    recent_ids=recent, offsets=offsets)
             current[e.user_id] = new_states[i] = new
-            recs[i] = Recommendation(e.user_id, tuple(bundle.items.token(t) for t in top), tuple(scores), e.ts)
+            recs[i] = Recommendation(e.user_id, tokens(top), tuple(scores), e.ts)
     return new_states, recs  # type: ignore[return-value]  # every slot was filled above

@@ -6,13 +6,16 @@ characters; value the offset as 8 little-endian bytes). It is written after the 
 in the event's partition: one changelog partition holds both in order, so whatever part of it
 survives a crash never has an event finished without its state, and it moves with that
 partition's user states in a rebalance. It seeks the consumer back when ``PartitionGuard`` or
-``stalled`` say so. ``streams/app.py`` calls ``admit`` before an event and
-``progress`` when it writes the event's state, and runs ``unstall`` on a timer.
+``stalled`` say so. ``streams/worker.py`` calls ``admit`` for every record it takes (in fetch
+order), ``rewind`` when ``admit`` says so (after it queued the records admitted before),
+``progress`` when it writes the state of a partition's last record of a batch, and runs
+``unstall`` on a timer.
 
-Events are pipelined (``streams/pipeline.py``): an admitted event may still have its writes in
-flight while the next one is admitted. ``admit`` therefore sequences against the last *admitted*
+Batches are pipelined (``streams/pipeline.py``): an admitted record may still have its writes in
+flight while the next ones are admitted. ``admit`` therefore sequences against the last *admitted*
 offset of a partition, and every seek first drains the pipeline (``drain``), so that a partition is
-only ever sought back to the record after its last finished one.
+only ever sought back to the record after its last finished one. Faust's private bookkeeping is
+reset through ``streams/faust_adapter.py``.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
-from streams.progress import APPLY, REPLAYED, REWIND, PartitionGuard, stalled
+from streams import faust_adapter
+from streams.progress import APPLY, REPLAYED, REWIND, Decision, PartitionGuard, stalled
 
 log = logging.getLogger("streamrec.worker")
 
@@ -72,9 +76,11 @@ class Sequencer:
         finished = self.finished(tp)
         return self._admitted.get(tp, finished)
 
-    async def admit(self, msg: Any) -> bool:
-        """Whether ``msg`` is the next record of its partition to apply; seeks the partition back when
-        the consumer skipped records before it. A replayed record counts as ``redelivered``."""
+    def admit(self, msg: Any) -> Decision:
+        """What to do with ``msg`` (``streams.progress``): ``APPLY`` (the next record of its partition:
+        counted as admitted), ``REPLAYED`` (finished before: acknowledge it, in order; counted as
+        ``redelivered``), ``REWIND`` (the consumer skipped records before it: call ``rewind``) or
+        ``STALE``. A record not applied or replayed is let go unacknowledged: it comes again."""
         self._last_seen[msg.tp] = time.monotonic()
         decision = self.guard.check(msg.tp, msg.offset, self.position(msg.tp))
         if decision.action == APPLY:
@@ -84,50 +90,36 @@ class Sequencer:
                 self.counts["absent"] += end - first
                 log.warning("%s:%d: offsets %d..%d do not exist (retention, compaction or transaction markers)",
                             msg.topic, msg.partition, first, end - 1)
-            return True
+            return decision
         if decision.action == REPLAYED:
             self.counts["redelivered"] += 1
-            return False
-        self._skip_unacked(msg)  # it comes again: its offset must not count as done for the commit
-        if decision.action == REWIND:
-            self.counts["rewound"] += 1
-            log.warning("%s:%d: got offset %d after finishing %d: the consumer skipped records, seeking back",
-                        msg.topic, msg.partition, msg.offset, decision.seek_to - 1)
-            await self._seek(msg.tp, decision.seek_to)
-        else:  # STALE: fetched before the seek; the fetch loop may have moved its read offset past the hole again
-            self.app.consumer._read_offset[msg.tp] = None
-        return False
+            return decision
+        faust_adapter.skip_unacked(self.app, msg)  # it comes again: its offset must not count as done
+        if decision.action != REWIND:  # STALE: fetched before the seek; the fetch loop may have moved past the hole
+            faust_adapter.forget_read_offset(self.app, msg.tp)
+        return decision
 
-    def _skip_unacked(self, msg: Any) -> None:
-        """Let faust pass ``msg`` without acknowledging it (faust acks every record the agent iterated)."""
-        msg.acked = True  # faust's ack() is a no-op for an acked message
-        self.app.consumer._unacked_messages.discard(msg)  # a clean stop waits for none of them
+    async def rewind(self, msg: Any, decision: Decision) -> None:
+        """Seek ``msg``'s partition back to ``decision.seek_to`` (after ``admit`` said ``REWIND``)."""
+        self.counts["rewound"] += 1
+        log.warning("%s:%d: got offset %d after finishing %d: the consumer skipped records, seeking back",
+                    msg.topic, msg.partition, msg.offset, decision.seek_to - 1)
+        await self._seek(msg.tp, decision.seek_to)
 
     async def _seek(self, tp: Any, offset: int) -> None:
-        """Seek ``tp`` back to ``offset`` and make faust's bookkeeping of it agree with the worker's.
-
-        faust (0.15) keeps, per partition, the offset it last committed, the offsets acknowledged
-        since, and the last offset its fetch loop delivered, which it uses to drop records below it
-        and to count a jump as acknowledged records. After a skip they are all past the hole: the
-        re-read records would neither be delivered nor acknowledged, and the offset never committed
-        again (under exactly-once their transaction would never commit). Reset to the last finished
-        offset, they make the next commits cover exactly the finished records."""
-        consumer = self.app.consumer
-        if self.drain is not None:  # every admitted record finished: offset - 1 is the last finished one
+        """Seek ``tp`` back to ``offset`` once every admitted record finished (``offset - 1`` is then the
+        last finished one), with faust's bookkeeping reset to it (``faust_adapter.seek_back``)."""
+        if self.drain is not None:
             await self.drain()
-        await consumer.seek(tp, offset)
-        consumer._read_offset[tp] = None
-        consumer._committed_offset[tp] = offset - 1
-        for bookkeeping in (consumer._acked, consumer._acked_index, consumer._gap):
-            bookkeeping.pop(tp, None)
+        await faust_adapter.seek_back(self.app, tp, offset)
 
-    def progress(self, msg: Any) -> tuple[bytes, bytes]:
-        """Mark ``msg`` as its partition's last finished record; returns the progress record (key, value)
-        that the caller writes to the table, after the event's own state (at-least-once: once the
-        event's recommendation or dead letter is acknowledged; exactly-once: together with the event's
+    def progress(self, tp: Any, offset: int) -> tuple[bytes, bytes]:
+        """Mark ``offset`` as ``tp``'s last finished record; returns the progress record (key, value) that
+        the caller writes to the table, after the states of the records up to it (at-least-once: once
+        their recommendations and dead letters are acknowledged; exactly-once: together with their
         other writes, in the same transaction)."""
-        self._finished[msg.tp] = msg.offset
-        return key_of(msg.tp), msg.offset.to_bytes(8, "little", signed=True)
+        self._finished[tp] = offset
+        return key_of(tp), offset.to_bytes(8, "little", signed=True)
 
     async def unstall(self) -> int:
         """Seek back each assigned input partition that Kafka holds records for past the last finished

@@ -54,9 +54,15 @@ def event_id_hash(event_id: str) -> int:
 
 
 def remember(window: tuple[int, ...], value: int, size: int) -> tuple[int, ...]:
-    """``window`` with ``value`` moved (or added) to the newest end, keeping the last ``size`` distinct."""
-    kept = tuple(v for v in window if v != value) + (value,)
-    return kept[-size:] if size > 0 else ()
+    """``window`` (distinct values) with ``value`` moved (or added) to the newest end, keeping the last
+    ``size``."""
+    if size <= 0:
+        return ()
+    kept = list(window)
+    if value in kept:
+        kept.remove(value)
+    kept.append(value)
+    return tuple(kept[-size:])
 
 
 def last_ts_of(data: bytes) -> int:
@@ -96,6 +102,22 @@ class UserState:
             arr.setflags(write=False)  # values of a table are never mutated in place
             object.__setattr__(self, name, arr)
 
+    @classmethod
+    def trusted(cls, h: np.ndarray, c: np.ndarray, last_ts: int, count: int, m: int, seen: tuple[int, ...],
+                top_items: tuple[int, ...], top_scores: np.ndarray, recent_ids: tuple[int, ...],
+                offsets: tuple[int, ...]) -> UserState:
+        """A state from parts already in shape (float32 [L, H] arrays owned by the state, a float32 score
+        per top item, windows within bounds): the hot path's constructor, without the checks."""
+        self = object.__new__(cls)
+        for name, value in (("h", h), ("c", c), ("last_ts", last_ts), ("count", count), ("m", m), ("seen", seen),
+                            ("top_items", top_items), ("top_scores", top_scores), ("recent_ids", recent_ids),
+                            ("offsets", offsets)):
+            object.__setattr__(self, name, value)
+        h.setflags(write=False)
+        c.setflags(write=False)
+        top_scores.setflags(write=False)
+        return self
+
     @property
     def layers(self) -> int:
         return int(self.h.shape[0])
@@ -131,11 +153,13 @@ class UserState:
         expected = HEADER.size + sum(dt.itemsize * n for dt, n in sizes)
         if len(data) != expected:
             raise StateError(f"state is {len(data)} bytes, its header says {expected}")
+        if n_seen > m or n_ids > RECENT_IDS:
+            raise StateError(f"seen window {n_seen} > m={m} or {n_ids} ids > {RECENT_IDS}")
         parts, offset = [], HEADER.size
         for dt, n in sizes:
             parts.append(np.frombuffer(data, dt, n, offset).copy())
             offset += dt.itemsize * n
         h, c, seen, top, scores, ids = parts
-        return cls(h=h.reshape(n_layers, n_hidden), c=c.reshape(n_layers, n_hidden), last_ts=last_ts,
-                   count=count, m=m, seen=tuple(int(v) for v in seen), top_items=tuple(int(v) for v in top),
-                   top_scores=scores, recent_ids=tuple(int(v) for v in ids), offsets=tuple(offsets))
+        return cls.trusted(h=h.reshape(n_layers, n_hidden), c=c.reshape(n_layers, n_hidden), last_ts=last_ts,
+                           count=count, m=m, seen=tuple(seen.tolist()), top_items=tuple(top.tolist()),
+                           top_scores=scores, recent_ids=tuple(ids.tolist()), offsets=tuple(offsets))

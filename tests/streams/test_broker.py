@@ -188,6 +188,7 @@ def test_cli_start_status_stop(kafka_broker: kb.Broker, tmp_path: Path) -> None:
     assert status.returncode == 1 and "not running" in status.stdout
 
 
+@pytest.mark.slow
 def test_cluster3_replication_and_acks_all(kafka_cluster3: kb.Cluster) -> None:
     assert len(kafka_cluster3.bootstrap.split(",")) == 3
     topic = _topic("rf3")

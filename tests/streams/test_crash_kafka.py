@@ -34,6 +34,8 @@ KILLS = ((0.10, 0.30), (0.40, 0.60), (0.70, 0.90))  # a kill at a random fractio
 STATE_ATOL = 1e-6
 
 
+@pytest.mark.slow
+@pytest.mark.kafka
 @pytest.mark.parametrize("guarantee", ["exactly-once", "at-least-once"])
 def test_sigkill_three_times_during_50k_events(kafka_broker, bundle_dir: Path, bundle: Bundle, by_hand: Callable,
                                                tmp_path: Path, guarantee: str) -> None:

@@ -1,15 +1,17 @@
 """Reliability against real brokers: a broker restart mid-stream, a second worker joining and the
 first leaving, idle states expiring through changelog tombstones, and SASL authentication.
 
-Tests that restart or reconfigure a broker start their own (``own_broker``), so the session's broker
-stays undisturbed. As in test_crash_kafka.py, a user's events all go to one input topic, so the
-uninterrupted run's order is the production order, and the reference is the bundle stepped by hand.
+Tests that restart or reconfigure a broker start their own (the ``own_broker`` fixture, which stops
+it at teardown, pass or fail), so the session's broker stays undisturbed; they carry the ``kafka``
+marker by hand, since the suite's hook only sees the session fixtures. As in test_crash_kafka.py, a
+user's events all go to one input topic, so the uninterrupted run's order is the production order,
+and the reference is the bundle stepped by hand.
 """
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,41 +22,69 @@ from export.runtime import Bundle
 from model.events import Interaction, by_user
 from streams.broker import Broker, free_port, start_broker
 from tests.factories import small_events
-from tests.streams.workers import (ATOL, Distinct, Names, Reader, assert_equal_to_offline, check_complete,
+from tests.streams.workers import (ATOL, Distinct, Names, Reader, Worker, assert_equal_to_offline, check_complete,
                                    final_states, one_topic_per_user, produce, reference, sorted_by_production,
                                    start_worker)
 
 
-def own_broker(tmp_path: Path, extra: dict[str, str] | None = None) -> Broker:
-    return start_broker(data_dir=tmp_path / "kafka", name=None, record_state=False, extra_config=extra,
-                        die_with_parent=True, timeout=180)
+@pytest.fixture
+def own_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Broker]]:
+    """``own_broker(extra_config=None)`` starts a broker of the test's own (to restart or reconfigure it);
+    each one started is stopped at teardown, whether the test passed or failed."""
+    if request.node.get_closest_marker("kafka") is None:
+        pytest.fail("a test that starts its own broker needs @pytest.mark.kafka (so -m 'not kafka' runs without Java)")
+    started: list[Broker] = []
+
+    def start(extra: dict[str, str] | None = None) -> Broker:
+        broker = start_broker(data_dir=tmp_path / f"kafka-{len(started)}", name=None, record_state=False,
+                              extra_config=extra, die_with_parent=True, timeout=180)
+        started.append(broker)
+        return broker
+
+    try:
+        yield start
+    finally:
+        for broker in started:
+            broker.stop()
 
 
-def test_broker_restart_mid_stream(tmp_path: Path, bundle_dir: Path, bundle: Bundle, by_hand: Callable) -> None:
-    kafka = own_broker(tmp_path)
+def kill_if_running(*workers: Worker) -> None:
+    """For a test's ``finally``: a worker a failed assertion left running does not outlive the test."""
+    for worker in workers:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+            worker.proc.wait(30)
+
+
+@pytest.mark.kafka
+def test_broker_restart_mid_stream(own_broker: Callable[..., Broker], tmp_path: Path, bundle_dir: Path,
+                                   bundle: Bundle, by_hand: Callable) -> None:
+    kafka = own_broker()
     names, broker = Names(), kafka.bootstrap
     events = one_topic_per_user(users=150, seed=31)[:4000]
     worker = start_worker(broker, bundle_dir, names, tmp_path / "state")
-    worker.wait_ready()
-    producer = KafkaProducer(bootstrap_servers=broker, linger_ms=5)
-    sent = produce(producer, names, events[:2000])
-    out = Reader(broker, names.recs)
-    out.read_until(lambda rs: len(rs) >= 700)
-    producer.close()
-    out.close()
-    kafka.restart()  # SIGTERM, then the same ports and data: the worker must find its way back alone
-    assert worker.proc.poll() is None, worker.tail()
-    producer = KafkaProducer(bootstrap_servers=broker, linger_ms=5)
-    sent.update(produce(producer, names, events[2000:]))
-    out = Reader(broker, names.recs)
-    recs = out.read_until(Distinct(len(events)), timeout=300)
-    assert worker.proc.poll() is None, worker.tail()
-    assert worker.stop() == 0, worker.tail()
-    duplicates = check_complete(bundle, by_hand, sorted_by_production(recs, sent), sent, broker, names)
-    print(f"\n[broker restart] {len(events)} events, {duplicates} duplicates")
-    out.close()
-    producer.close()
-    kafka.stop()
+    try:
+        worker.wait_ready()
+        producer = KafkaProducer(bootstrap_servers=broker, linger_ms=5)
+        sent = produce(producer, names, events[:2000])
+        out = Reader(broker, names.recs)
+        out.read_until(lambda rs: len(rs) >= 700)
+        producer.close()
+        out.close()
+        kafka.restart()  # SIGTERM, then the same ports and data: the worker must find its way back alone
+        assert worker.proc.poll() is None, worker.tail()
+        producer = KafkaProducer(bootstrap_servers=broker, linger_ms=5)
+        sent.update(produce(producer, names, events[2000:]))
+        out = Reader(broker, names.recs)
+        recs = out.read_until(Distinct(len(events)), timeout=300)
+        assert worker.proc.poll() is None, worker.tail()
+        assert worker.stop() == 0, worker.tail()
+        duplicates = check_complete(bundle, by_hand, sorted_by_production(recs, sent), sent, broker, names)
+        print(f"\n[broker restart] {len(events)} events, {duplicates} duplicates")
+        out.close()
+        producer.close()
+    finally:
+        kill_if_running(worker)  # before own_broker's teardown stops the broker
 
 
 def test_second_worker_joins_then_first_leaves(kafka_broker, tmp_path: Path, bundle_dir: Path, bundle: Bundle,
@@ -108,8 +138,14 @@ def test_idle_states_expire_with_tombstones(kafka_broker, tmp_path: Path, bundle
     out = Reader(broker, names.recs)
     sent = produce(producer, names, sorted(day0, key=lambda e: e.ts))
     out.read_until(lambda rs: len(rs) >= len(day0))
-    time.sleep(2)  # a sweep runs: nobody is idle for 2 days yet
-    assert worker.get("/health")[1]["counts"].get("expired", 0) == 0
+    assert len(out.records) >= len(day0), f"{len(out.records)} of {len(day0)} recommendations"
+    # Every day0 event is applied. A sweep already running now may have begun before the last of
+    # them, so wait for two more to finish: the second began after this point. Nobody is idle for
+    # 2 days yet, so none of them expired anyone.
+    sweeps = worker.get("/health")[1]["counts"].get("ttl_sweeps", 0)
+    counts = wait_for_sweeps(worker, sweeps + 2)
+    assert counts.get("ttl_sweeps", 0) >= sweeps + 2, f"no expiry sweep finished within 30 s (1 s apart): {counts}"
+    assert counts.get("expired", 0) == 0
     sent.update(produce(producer, names, day3))
     out.read_until(lambda rs: len(rs) >= len(day0) + len(day3))
     deadline = time.monotonic() + 30
@@ -136,14 +172,27 @@ def test_idle_states_expire_with_tombstones(kafka_broker, tmp_path: Path, bundle
     producer.close()
 
 
+def wait_for_sweeps(worker: Worker, at_least: int, timeout: float = 30.0) -> dict[str, int]:
+    """The worker's ``/health`` counts once ``ttl_sweeps`` (finished expiry sweeps) reaches ``at_least``,
+    or at the deadline (the caller asserts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = worker.get("/health")[1]["counts"]
+        if counts.get("ttl_sweeps", 0) >= at_least or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.2)
+
+
 SASL_USER, SASL_PASSWORD = "streamrec", "s3cret-pw"
 
 
-def test_sasl_settings_pass_through(tmp_path: Path, bundle_dir: Path, bundle: Bundle, by_hand: Callable) -> None:
+@pytest.mark.kafka
+def test_sasl_settings_pass_through(own_broker: Callable[..., Broker], tmp_path: Path, bundle_dir: Path,
+                                    bundle: Bundle, by_hand: Callable) -> None:
     sasl_port = free_port()
     jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" '
             f'password="admin-pw" user_admin="admin-pw" user_{SASL_USER}="{SASL_PASSWORD}";')
-    kafka = own_broker(tmp_path, {
+    kafka = own_broker({
         "listeners": f"PLAINTEXT://127.0.0.1:{{port}},CONTROLLER://127.0.0.1:{{controller_port}},"
                      f"SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
         "advertised.listeners": f"PLAINTEXT://127.0.0.1:{{port}},SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
@@ -153,21 +202,26 @@ def test_sasl_settings_pass_through(tmp_path: Path, bundle_dir: Path, bundle: Bu
     names, sasl = Names(), f"127.0.0.1:{sasl_port}"
     auth = ["--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "PLAIN", "--sasl-username", SASL_USER]
 
-    wrong = start_worker(sasl, bundle_dir, names, tmp_path / "wrong", *auth, "--sasl-password", "nope")
-    code = wrong.proc.wait(120)
-    assert code != 0 and "check the credentials" in wrong.log.read_text(), wrong.tail()
+    workers: list[Worker] = []
+    try:
+        wrong = start_worker(sasl, bundle_dir, names, tmp_path / "wrong", *auth, "--sasl-password", "nope")
+        workers.append(wrong)
+        code = wrong.proc.wait(120)
+        assert code != 0 and "check the credentials" in wrong.log.read_text(), wrong.tail()
 
-    worker = start_worker(sasl, bundle_dir, names, tmp_path / "state", *auth, "--sasl-password", SASL_PASSWORD)
-    worker.wait_ready()
-    events = small_events(users=30, items=120, seed=34)[:300]
-    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=5)  # the test itself uses PLAINTEXT
-    sent = produce(producer, names, events)
-    recs = Reader(kafka.bootstrap, names.recs).read_until(lambda rs: len(rs) >= len(events))
-    assert worker.stop() == 0, worker.tail()
-    assert len(recs) == len(events)
-    assert_equal_to_offline(reference(bundle, by_hand, recs, sent), bundle.version)
-    producer.close()
-    kafka.stop()
+        worker = start_worker(sasl, bundle_dir, names, tmp_path / "state", *auth, "--sasl-password", SASL_PASSWORD)
+        workers.append(worker)
+        worker.wait_ready()
+        events = small_events(users=30, items=120, seed=34)[:300]
+        producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=5)  # the test itself uses PLAINTEXT
+        sent = produce(producer, names, events)
+        recs = Reader(kafka.bootstrap, names.recs).read_until(lambda rs: len(rs) >= len(events))
+        assert worker.stop() == 0, worker.tail()
+        assert len(recs) == len(events)
+        assert_equal_to_offline(reference(bundle, by_hand, recs, sent), bundle.version)
+        producer.close()
+    finally:
+        kill_if_running(*workers)  # before own_broker's teardown stops the broker
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -51,12 +52,17 @@ def test_stream_restart_dead_letters_and_http(kafka_broker, bundle_dir: Path, bu
     producer = KafkaProducer(bootstrap_servers=broker, linger_ms=5)
     out = Reader(broker, names.recs)
     started = time.monotonic()
-    sent = produce(producer, names, first)
+    sent: dict = {}
+    # Paced (about 400 events/s) so that the worker, faster than that, is stopped while events still arrive.
+    pacer = threading.Thread(target=lambda: [sent.update(produce(producer, names, first[i:i + 20])) or time.sleep(0.05)
+                                             for i in range(0, len(first), 20)])
+    pacer.start()
     # Stop mid-stream: SIGTERM once a quarter of the first part came out.
     out.read_until(lambda rs: len(rs) >= 600)
     rate1 = len(out.records) / (time.monotonic() - started)
     assert worker.stop() == 0, worker.tail()
     assert "torch imported: False" in worker.log.read_text()
+    pacer.join()
     stopped_at = len(out.read_until(lambda rs: False, timeout=3))
     assert 600 <= stopped_at < len(first), "the worker was not stopped mid-stream"
 

@@ -1,0 +1,150 @@
+"""One micro-batch of input records -> what to publish and store: a pure function, no Kafka, no Faust.
+
+The worker's hot path is a pipeline over micro-batches (``streams/worker.py`` wires it to Faust)::
+
+    records --decode--> events / rejections --(states read by the worker)--> process in waves
+            --encode--> Plan: outputs (recommendations, dead letters) in arrival order,
+                              the users' new states, counts
+
+``plan_batch`` is that middle part. It steps the whole batch with ``streams.logic.process``
+(wave w holds every user's w-th event: one ONNX call per wave, each user's events in order),
+so its results equal stepping the events one at a time; a batch that fails in the model is
+stepped again one event at a time, so that only the events that fail become dead letters
+(``processing_error``) and the others go on.
+
+    states = {key: UserState or None for each distinct key of the records}
+    plan = plan_batch(bundle, records, states, rules, now_ms=...)
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from export.runtime import Bundle
+from streams import codec
+from streams.logic import Recommendation, already_applied, process
+from streams.state import UserState
+
+log = logging.getLogger("streamrec.worker")
+
+#: Outcomes of a record that is not dead-lettered (``Plan.outcomes``).
+EMITTED = "emitted"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What the plan needs of one input message."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The serving rules of a worker: topics, list length, the bundle's event types."""
+
+    kinds: Mapping[str, str]  # input topic -> default event type (click / browse)
+    slots: Mapping[str, int]  # input topic -> UserState.offsets slot
+    event_types: frozenset[str]
+    k: int
+    output_topic: str
+    dlq_topic: str
+    model_version: str
+
+
+@dataclass
+class Plan:
+    """What one batch produces. ``outputs[j] = (record index, topic, key, value)`` in arrival order;
+    ``states[key] = (record index of the user's last applied event, its partition, new state)``;
+    ``outcomes[i]``: ``EMITTED``, ``logic.DUPLICATE``/``logic.REDELIVERED`` (applied before: nothing
+    published) or the record's dead-letter reason."""
+
+    outputs: list[tuple[int, str, bytes | None, bytes]] = field(default_factory=list)
+    states: dict[bytes, tuple[int, int, UserState]] = field(default_factory=dict)
+    outcomes: list[str] = field(default_factory=list)
+    stream_time: int = 0  # the newest event time applied (epoch ms), 0 if none
+
+    def counts(self) -> Counter[str]:
+        return Counter(self.outcomes)
+
+
+def decode(records: Sequence[Record], rules: Rules) -> list[codec.Parsed | codec.Rejected]:
+    """Parse and validate every record (``streams.codec.parse_event``)."""
+    return [codec.parse_event(r.key, r.value, rules.kinds[r.topic], rules.event_types) for r in records]
+
+
+def plan_batch(bundle: Bundle, records: Sequence[Record], states: Mapping[bytes, UserState | None], rules: Rules,
+               *, now_ms: int, decoded: Sequence[codec.Parsed | codec.Rejected] | None = None) -> Plan:
+    """Decode, step and encode one batch (see the module docstring). ``states`` holds the stored state
+    of every user key in ``records`` (None: no state yet)."""
+    decoded = decode(records, rules) if decoded is None else decoded
+    good = [i for i, d in enumerate(decoded) if isinstance(d, codec.Parsed)]
+    recs, new_states, failed = _step(bundle, records, decoded, good, states, rules)
+    plan = Plan(outcomes=[""] * len(records))
+    before: dict[bytes, UserState | None] = {}
+    for i, d in enumerate(decoded):
+        r = records[i]
+        if i in failed:
+            d = failed[i]
+        if isinstance(d, codec.Rejected):
+            plan.outcomes[i] = d.reason
+            plan.outputs.append((i, rules.dlq_topic, r.key,
+                                 codec.encode_dead_letter(r.key, r.value, _source(r), d, now_ms)))
+            continue
+        assert r.key is not None  # parse_event rejects keyless records
+        prior = before[r.key] if r.key in before else states.get(r.key)
+        rec = recs[i]
+        if rec is None:  # applied before: a duplicate event id or a redelivered offset
+            plan.outcomes[i] = already_applied(prior, d.event_id, (rules.slots[r.topic], r.offset)) or "redelivered"
+            continue
+        new = new_states[i]
+        before[r.key] = new
+        plan.outcomes[i] = EMITTED
+        plan.states[r.key] = (i, r.partition, new)
+        plan.stream_time = max(plan.stream_time, rec.event_ts)
+        plan.outputs.append((i, rules.output_topic, r.key, codec.encode_recommendation(
+            rec.user_id, rec.items, rec.scores, rules.model_version, _source(r), rec.event_ts, now_ms)))
+    return plan
+
+
+def _source(r: Record) -> codec.Source:
+    return codec.Source(r.topic, r.partition, r.offset)
+
+
+def _step(bundle: Bundle, records: Sequence[Record], decoded: Sequence[codec.Parsed | codec.Rejected],
+          good: list[int], states: Mapping[bytes, UserState | None], rules: Rules
+          ) -> tuple[dict[int, Recommendation | None], dict[int, UserState], dict[int, codec.Rejected]]:
+    """``process`` over the valid records; if it fails, one record at a time (users' states carried)."""
+    if not good:
+        return {}, {}, {}
+    parsed = [decoded[i] for i in good]
+
+    def run(idx: list[int], items: list[codec.Parsed], given: Mapping[bytes, UserState | None]):
+        return process(bundle, [given.get(records[i].key) for i in idx], [p.event for p in items],  # type: ignore[arg-type]
+                       event_ids=[p.event_id for p in items],
+                       positions=[(rules.slots[records[i].topic], records[i].offset) for i in idx], k=rules.k)
+
+    try:
+        new_states, recs = run(good, parsed, states)  # type: ignore[arg-type]
+        return dict(zip(good, recs)), dict(zip(good, new_states)), {}
+    except Exception as exc:  # a bug or a broken model: find the events that fail, keep the others
+        log.warning("stepping a batch of %d events failed (%r): stepping them one at a time", len(good), exc)
+    current = dict(states)
+    out_recs: dict[int, Recommendation | None] = {}
+    out_states: dict[int, UserState] = {}
+    failed: dict[int, codec.Rejected] = {}
+    for i, p in zip(good, parsed):
+        try:
+            (new,), (rec,) = run([i], [p], current)  # type: ignore[list-item]
+        except Exception as exc:  # noqa: BLE001 - kept as the event's dead letter
+            log.exception("processing %s:%d@%d failed", records[i].topic, records[i].partition, records[i].offset)
+            failed[i] = codec.Rejected(codec.PROCESSING_ERROR, repr(exc)[:500])
+            continue
+        current[records[i].key] = new  # type: ignore[index]
+        out_recs[i], out_states[i] = rec, new
+    return out_recs, out_states, failed

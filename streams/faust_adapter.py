@@ -1,0 +1,199 @@
+"""The one place where the worker touches private attributes of faust-streaming and aiokafka.
+
+The worker keeps Faust for what it is for (consumer group, partition assignment, tables, their
+changelogs and recovery, offset commits and transactions) and goes around its per-record paths,
+which cost ~100 us a record on this machine (a task pair per record in the fetch loop, the
+conductor, the channel queue, the stream iterator):
+
+- ``install_batch_drain`` replaces the consumer's fetch loop (``Consumer._drain_messages``) by
+  one that hands every fetched record of the input topics to the worker in one synchronous call
+  per fetch, and every other record (changelogs during recovery) to Faust as before;
+- records are sent with aiokafka batch builders (``Senders``), through Faust's own producer
+  (at-least-once) or the source partition's transactional producer (exactly-once);
+- the contiguity guard (``streams/sequencer.py``) resets the consumer's offset bookkeeping when it
+  seeks back; the state table is read and written per partition, straight in RocksDB.
+
+``check(app)`` verifies at startup that every attribute used here exists in the installed
+versions (pyproject pins them: faust-streaming 0.15.x, aiokafka 0.14.x) and stops the worker with
+a clear message otherwise, instead of failing on the first event.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+#: (what, how to get it) for every private attribute this module uses: of the classes (checked when the
+#: worker is built, before Faust starts) and of the running consumer (checked when consuming starts).
+_CLASSES: list[tuple[str, Callable[[Any], Any]]] = [
+    ("faust Consumer._drain_messages / _add_gap / getmany / track_message",
+     lambda app: [getattr(app.transport.Consumer, n) for n in ("_drain_messages", "_add_gap", "getmany",
+                                                             "track_message", "consumer_stopped_errors")]),
+    ("faust Producer._producer / _transaction_producers / _trn_locks",
+     lambda app: [getattr(app.transport.Producer, n) for n in ("_producer", "_transaction_producers", "_trn_locks")]),
+    ("faust rocksdb Store._db_for_partition / _visible_items / set_persisted_offset",
+     lambda app: [getattr(__import__("faust.stores.rocksdb", fromlist=["Store"]).Store, n)
+                  for n in ("_db_for_partition", "_visible_items", "set_persisted_offset")]),
+    ("aiokafka AIOKafkaProducer.create_batch / send_batch",
+     lambda app: [getattr(__import__("aiokafka").AIOKafkaProducer, n) for n in ("create_batch", "send_batch")]),
+]
+_RUNNING: list[tuple[str, Callable[[Any], Any]]] = [
+    ("faust Consumer._read_offset / _committed_offset / _acked / _acked_index / _gap / _unacked_messages",
+     lambda app: [getattr(app.consumer, n) for n in ("_read_offset", "_committed_offset", "_acked", "_acked_index",
+                                                    "_gap", "_unacked_messages", "suspend_flow", "callback")]),
+    ("faust Consumer.transactions", lambda app: app.consumer.transactions),
+]
+
+
+class AdapterError(RuntimeError):
+    """The installed faust-streaming / aiokafka lack what the worker relies on."""
+
+
+def check(app: Any, running: bool = False) -> None:
+    """Raise ``AdapterError`` naming every missing attribute (see the module docstring): of the classes,
+    or with ``running`` of the started consumer too."""
+    missing = []
+    for what, get in _CLASSES + (_RUNNING if running else []):
+        try:
+            get(app)
+        except (AttributeError, ImportError, KeyError) as exc:
+            missing.append(f"{what} ({exc})")
+    if missing:
+        import aiokafka
+        import faust
+        raise AdapterError(
+            f"this faust-streaming {faust.__version__} / aiokafka {aiokafka.__version__} lack what the worker relies "
+            f"on: {'; '.join(missing)}. Install the versions pyproject.toml pins (pip install 'streamrec[serve]').")
+
+
+# ---- consuming ------------------------------------------------------------------------------
+def install_batch_drain(app: Any, inputs: Iterable[str], deliver: Callable[[list[Any]], None],
+                        room: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Make the app's consumer (a subclass of faust's, set on the transport before Faust creates the
+    consumer) fetch in batches: each fetch's records of ``inputs`` go to ``deliver`` (one call, in
+    fetch order, each record tracked as unacknowledged by Faust); other records go to Faust's own
+    per-record callback, as before. After a delivery the loop awaits ``room()`` (backpressure)."""
+    wanted = frozenset(inputs)
+    transport = app.transport
+
+    class BatchConsumer(transport.Consumer):  # type: ignore[name-defined,misc]
+        async def _drain_messages(self, fetcher: Any) -> None:
+            await _drain(app, self, fetcher, wanted, deliver, room)
+
+    transport.Consumer = BatchConsumer
+
+
+async def _drain(app: Any, consumer: Any, fetcher: Any, wanted: frozenset[str], deliver: Callable[[list[Any]], None],
+                 room: Callable[[], Awaitable[None]] | None) -> None:
+    """The fetch loop: faust 0.15's ``Consumer._drain_messages`` without its task pair per input record.
+    As there, a record is dropped (its partition is read again from the committed offset after the
+    rebalance) when the flow is suspended, and gaps in the offsets are recorded for the commit."""
+    callback = consumer.callback
+    consumer_stopped, fetcher_stopped = consumer._stopped.is_set, fetcher._stopped.is_set
+    read_offset = consumer._read_offset
+    acks_enabled_for = app.topics.acks_enabled_for
+    track = consumer.track_message
+    suspended = consumer.suspend_flow.is_set
+    while not (consumer_stopped() or fetcher_stopped()):
+        batch: list[Any] = []
+        try:
+            async for tp, message in consumer.getmany(timeout=1.0):
+                offset = message.offset
+                r_offset = read_offset[tp]
+                if r_offset is not None and offset < r_offset:
+                    continue  # before what was already read (faust drops these too)
+                if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
+                    await consumer._add_gap(tp, r_offset + 1, offset)
+                if message.topic not in wanted:
+                    await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
+                elif not suspended():
+                    message.tracked = True
+                    track(message)
+                    batch.append(message)
+                read_offset[tp] = offset
+        except consumer.consumer_stopped_errors:
+            if app.should_stop:
+                return
+            raise
+        if batch:
+            deliver(batch)
+            if room is not None:
+                await room()
+        await asyncio.sleep(0)
+
+
+def skip_unacked(app: Any, message: Any) -> None:
+    """Let ``message`` go without acknowledging it: it comes again (after a seek or a rebalance), so its
+    offset must not count as done for a commit, and a clean stop must not wait for it."""
+    message.acked = True  # faust's ack() is a no-op for an acked message
+    app.consumer._unacked_messages.discard(message)
+
+
+def forget_read_offset(app: Any, tp: Any) -> None:
+    """Let the fetch loop deliver ``tp``'s records again from wherever the consumer reads next."""
+    app.consumer._read_offset[tp] = None
+
+
+async def seek_back(app: Any, tp: Any, offset: int) -> None:
+    """Seek ``tp`` back to ``offset`` and make faust's bookkeeping of it agree: faust (0.15) keeps the
+    offset it last committed, the offsets acknowledged since and the last offset its fetch loop
+    delivered, all past a hole the consumer skipped; reset to ``offset - 1`` (the last finished record)
+    the next commits cover exactly the finished records."""
+    consumer = app.consumer
+    await consumer.seek(tp, offset)
+    consumer._read_offset[tp] = None
+    consumer._committed_offset[tp] = offset - 1
+    for bookkeeping in (consumer._acked, consumer._acked_index, consumer._gap):
+        bookkeeping.pop(tp, None)
+
+
+# ---- the state table's RocksDB --------------------------------------------------------------
+def partition_db(table: Any, partition: int) -> Any:
+    """The table's local RocksDB (rocksdict ``Rdict``) of ``partition``."""
+    return table.data._db_for_partition(partition)
+
+
+def index_keys(table: Any, keys: Iterable[bytes], partition: int) -> None:
+    """Tell faust's store which partition holds ``keys`` (its ``get`` looks there first)."""
+    index = table.data._key_index
+    for key in keys:
+        index[key] = partition
+
+
+def forget_key(table: Any, key: bytes) -> None:
+    table.data._key_index.pop(key, None)
+
+
+def visible_items(table: Any, db: Any) -> Iterable[tuple[bytes, bytes]]:
+    return table.data._visible_items(db)
+
+
+def changelog_written(app: Any, table: Any, exactly_once: bool) -> Callable[[Any], None]:
+    """A done-callback for the delivery future of a changelog batch: record its offset as the one to
+    restore from, as faust's own table writes do (exactly-once: once the transaction commits)."""
+    def done(future: Any) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        result = future.result()
+        if exactly_once:
+            app.tables.persist_offset_on_commit(table.data, result.topic_partition, result.offset)
+        else:
+            table.data.set_persisted_offset(result.topic_partition, result.offset)
+    return done
+
+
+# ---- producing ------------------------------------------------------------------------------
+def plain_producer(app: Any) -> Any:
+    """The aiokafka producer Faust started (at-least-once writes)."""
+    return app.producer._producer
+
+
+def transactional_producer(app: Any, topic: str, partition: int) -> tuple[Any, asyncio.Lock]:
+    """Exactly-once: the aiokafka producer of the transaction open for input ``topic``/``partition``, and
+    the lock that keeps Faust's commit from falling between writes that go together."""
+    producer = app.consumer.transactions.producer
+    transactional_id = f"{app.conf.id}-{app.assignor.group_for_topic(topic)}-{partition}"
+    sender = producer._transaction_producers.get(transactional_id)
+    if sender is None:
+        raise RuntimeError(f"no transaction is open for {transactional_id} (partition revoked?)")
+    return sender, producer._trn_locks[transactional_id]

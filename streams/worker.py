@@ -1,0 +1,552 @@
+"""The streaming worker: Kafka events -> per-user LSTM state (RocksDB table) -> ONNX step -> top-k.
+
+``Worker(config)`` builds everything from a ``WorkerConfig`` (nothing at import): the Faust app,
+its topics, the state table, the pipeline of completions, the sequencer and the counters.
+``streamrec worker`` builds one and runs it; ``faust -A streams.app worker`` does the same from
+the environment (``streams/app.py``); tests build one in-process.
+
+An event's way through the code, one micro-batch at a time (``_consume`` -> ``_handle``):
+
+    fetch loop (faust_adapter) -> Inbox -> take a batch (--batch-max, --batch-wait)
+      -> sequence (Sequencer.admit: each input partition contiguous)
+      -> read the users' states (RocksDB, or the pending ones not yet stored)
+      -> plan (streams.batch.plan_batch: decode, step in waves, encode)
+      -> publish (Outbox: batched sends; exactly-once: in each source partition's transaction)
+      -> complete (Pipeline, in arrival order: wait for delivery, store states and progress
+         (at-least-once), acknowledge every record to Faust)
+
+Records are sequenced before they are decoded: a record the sequencer lets go (it comes again
+after a seek) is not parsed for nothing, and a malformed record still takes its place in its
+partition's order (its dead letter is its output). Faust keeps the consumer group, the table
+and its changelog, recovery, commits and transactions; its per-record paths (streams, agents,
+``topic.send``, table ``__setitem__``) are not used, so faust-streaming #497 (table writes inside
+``stream.take()``) cannot arise: no table write here depends on a current event.
+
+Contract (``streams/codec.py`` has the message formats):
+- in: topics ``clicks`` and ``browses`` keyed by user id; both must have the state table's
+  partition count (missing topics are created with it). Each input partition is applied in order;
+  a user's events in the two topics interleave in the order the worker receives them.
+- out: ``recommendations`` (one message per applied event, keyed by user id); ``events.dlq`` (one
+  message per rejected event, with its reason code and the original bytes). The worker never stops
+  on bad input; counters per reason are at ``GET /health``.
+- state: table ``user-state-<model version>`` (RocksDB, changelogged to Kafka), value =
+  ``UserState.pack()``; a new model version starts with fresh states. The same table holds, under
+  keys ``b"\\x00progress\\x00<topic>:<partition>"``, the last offset finished in each input
+  partition (``streams/sequencer.py``).
+- at-least-once (default): a state is stored only once the recommendations of its events are
+  acknowledged by Kafka; a crash replays events since the last commit, and the state's per-topic
+  offsets and recent event ids skip what it already holds. Exactly-once: Kafka transactions, one
+  per input partition (consumers read with ``isolation.level=read_committed``).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+import socket
+import sys
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import faust
+from faust.exceptions import ConsumerNotStarted
+from faust.web import Request, Response, View
+
+from export import contract
+from export.manifest import Manifest
+from export.runtime import Bundle
+from streams import codec, faust_adapter
+from streams.batch import EMITTED, Plan, Record, Rules, plan_batch
+from streams.config import ConfigError, WorkerConfig
+from streams.inbox import Inbox
+from streams.pipeline import Pipeline
+from streams.progress import APPLY, REPLAYED, REWIND
+from streams.security import faust_credentials
+from streams.sequencer import Sequencer, is_progress_key
+from streams.state import StateError, UserState, last_ts_of
+from streams.topics import ensure_topics, mismatch
+from streams.writer import KeyPartitioner, Outbox
+
+log = logging.getLogger("streamrec.worker")
+
+# RocksDB per partition: small buffers (Faust's defaults are 3x64 MB memtables and a 2 GB cache), so
+# memory is bounded at about partitions x (2 x 4 + 16) MB = 192 MB for 8 partitions.
+ROCKSDB_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 16 << 20}
+#: A batch whose step takes less than this (moving average) runs on the event loop: the hop to the
+#: inference thread and back costs more than such a step. Slower ones run in that thread.
+INLINE_STEP_S = 0.002
+
+
+def read_manifest(config: WorkerConfig) -> Manifest:
+    try:
+        return Manifest.from_json((config.bundle / contract.MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the bundle's manifest in {config.bundle}: {exc}") from None
+
+
+def batch_bucket(n: int) -> str:
+    """The histogram bucket of a batch of ``n`` records: the smallest power of two >= n."""
+    return str(1 << max(0, (n - 1).bit_length()))
+
+
+class Worker:
+    """One streaming worker (see the module docstring)."""
+
+    def __init__(self, config: WorkerConfig, manifest: Manifest | None = None) -> None:
+        self.config = config
+        self.manifest = manifest or read_manifest(config)
+        if config.k is not None and config.k > self.manifest.k:
+            raise ConfigError(f"--k/STREAMREC_K={config.k} exceeds the bundle's k={self.manifest.k}")
+        self.k = config.k or self.manifest.k
+        self.exactly_once = config.guarantee == "exactly_once"
+        self.table_name = "user-state-" + re.sub(r"[^A-Za-z0-9._-]", "_", self.manifest.model_version)[:150]
+        self.app = app = faust.App(
+            config.app_id, broker=config.broker_urls, broker_credentials=faust_credentials(config),
+            store="rocksdb://", datadir=str(config.data_dir), processing_guarantee=config.guarantee,
+            topic_partitions=config.partitions, topic_replication_factor=config.replication,
+            consumer_auto_offset_reset="earliest", broker_session_timeout=config.session_timeout,
+            broker_heartbeat_interval=min(3.0, config.session_timeout / 4), web_bind=config.web_host,
+            web_port=config.web_port,
+            web_host=config.web_host if config.web_host != "0.0.0.0" else socket.gethostname(),
+            autodiscover=False)
+        raw = {"key_serializer": "raw", "value_serializer": "raw", "partitions": config.partitions, "internal": True}
+        self.events_topic = app.topic(config.clicks_topic, config.browses_topic, **raw)
+        self.output_topic = app.topic(config.output_topic, **raw)
+        self.dlq_topic = app.topic(config.dlq_topic, **raw)
+        self.states = app.Table(self.table_name, default=None, key_type=bytes, value_type=bytes,
+                                partitions=config.partitions, options=dict(ROCKSDB_OPTIONS),
+                                help="per-user LSTM state, seen window and latest list (streams.state.UserState)")
+        self.changelog = self.states.changelog_topic.get_topic_name()
+        self.slots = {config.clicks_topic: 0, config.browses_topic: 1}  # UserState.offsets slots
+        self.rules = Rules(kinds=config.kinds, slots=self.slots, event_types=frozenset(self.manifest.event_types),
+                           k=self.k, output_topic=config.output_topic, dlq_topic=config.dlq_topic,
+                           model_version=self.manifest.model_version)
+        self.counts: Counter[str] = Counter()  # received / emitted / duplicate / redelivered / rejected / ...
+        self.rejected: Counter[str] = Counter()  # per reason code
+        self.batch_sizes: Counter[str] = Counter()  # power-of-two bucket -> batches
+        self.bundle: Bundle | None = None
+        self.inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-onnx")
+        self.step_s = 1.0  # moving average of a batch's step time (starts slow: in the thread)
+        # At-least-once: user key -> packed state whose events' recommendations Kafka has not acknowledged
+        # yet; the table gets it only then, the user's next events read it from here.
+        self.pending: dict[bytes, bytes] = {}
+        self.stepping: set[bytes] = set()  # keys of the batch being stepped (the expiry sweep skips them)
+        self.stream_time = 0  # newest event time applied (epoch ms): the clock of --state-ttl
+        self.inbox = Inbox(min(config.batch_max, config.in_flight), config.batch_wait)
+        self.pipeline = Pipeline(max(1, config.in_flight // self.inbox.batch_max), on_error=self._pipeline_failed)
+        self.sequencer = Sequencer(app, self.states, self.counts, self.slots, drain=self.pipeline.drain)
+        self.partitioner = KeyPartitioner()
+        self.running_marker = config.data_dir / "streamrec.running"  # exists while a worker runs on this data dir
+        self._prepared = False
+        self._verified: set[str] = set()
+        self._partition_counts: dict[str, int] = {}
+        faust_adapter.check(app)  # the private attributes of faust and aiokafka it uses (a clear error if missing)
+        faust_adapter.install_batch_drain(app, self.events_topic.topics, self.inbox.put, self.inbox.space)
+        self._wire()
+
+    # ---- wiring Faust to the pipeline ----------------------------------------------------------
+    def _wire(self) -> None:
+        app = self.app
+        app.topics.add(self.events_topic)  # subscribed and acknowledged like an agent's topic
+        app.task(self._consume)
+        app.timer(self.sequencer.stall_s / 3, name="unstall_partitions")(self._unstall)
+        if self.config.state_ttl:
+            app.timer(self.config.ttl_sweep, name="expire_idle_states")(self.expire_idle_states)
+        app.on_worker_init.connect(self._on_worker_init)
+
+        # Faust makes a View class of a page function: plain functions (bound to the view), not methods.
+        async def recommendations(web: View, request: Request, user_id: str) -> Response:
+            return await self._recommendations_view(web, request, user_id)
+
+        async def health(web: View, request: Request) -> Response:
+            return await self._health_view(web, request)
+
+        app.page("/recommendations/{user_id}")(app.table_route(table=self.states, match_info="user_id")(
+            recommendations))
+        app.page("/health")(health)
+
+    def _on_worker_init(self, app: faust.App, **kwargs: Any) -> None:
+        self.prepare_local_state()
+
+    async def _unstall(self) -> None:
+        if self.bundle is not None:
+            await self.sequencer.unstall()
+
+    def load_bundle(self) -> Bundle:
+        """Load and verify the bundle once (checksums, dims, ONNX session): by ``streamrec worker`` before
+        Faust starts (a bad bundle is a clear CLI error), else when consuming starts."""
+        if self.bundle is None:
+            bundle = Bundle.load(self.config.bundle, threads=self.config.threads)
+            if bundle.version != self.manifest.model_version:
+                raise ConfigError(f"bundle {self.config.bundle} changed since start ({self.manifest.model_version} -> "
+                                  f"{bundle.version}): restart the worker")
+            self.bundle = bundle
+        return self.bundle
+
+    def ensure_topics(self) -> None:
+        """Create missing input topics with the table's partition count (before Faust starts)."""
+        ensure_topics(self.config)
+
+    async def _consume(self) -> None:
+        """The hot loop: take a micro-batch from the inbox, handle it, again."""
+        app = self.app
+        try:
+            faust_adapter.check(app, running=True)
+            await self.output_topic.maybe_declare()
+            await self.dlq_topic.maybe_declare()
+            await asyncio.get_running_loop().run_in_executor(self.inference, self.load_bundle)
+        except Exception as exc:  # the worker cannot work: stop it with the reason
+            log.critical("streamrec worker cannot start: %s", exc)
+            await app.crash(exc)
+            return
+        log.info("streamrec worker: model %s (k=%d, m=%d, event types %s), table %s, batches of %d at most "
+                 "(wait %.1f ms), %d events in flight at most, torch imported: %s", self.manifest.model_version,
+                 self.k, self.manifest.m, self.manifest.event_types, self.table_name, self.inbox.batch_max,
+                 1000 * self.inbox.batch_wait, self.config.in_flight, "torch" in sys.modules)
+        current: asyncio.Future[None] | None = None
+        try:
+            while True:
+                messages = await self.inbox.take()
+                # Shielded: a stop arriving now still steps, publishes and queues this batch's completion.
+                current = asyncio.ensure_future(self._handle(messages))
+                await asyncio.shield(current)
+        finally:  # a clean stop (or a crash) finishes the batches in flight first; the rest comes again
+            self.inbox.discard(lambda m: faust_adapter.skip_unacked(app, m))
+            await asyncio.shield(self._finish(current))
+
+    async def _finish(self, current: asyncio.Future[None] | None) -> None:
+        if current is not None and not current.done():
+            await asyncio.wait([current])
+        await self.pipeline.drain()
+
+    async def _handle(self, messages: list[Any]) -> None:
+        """One micro-batch: sequence, read states, plan, publish, queue the completion."""
+        app = self.app
+        if not app.flow_control.is_active():  # rebalancing: these come again from the committed offsets
+            for m in messages:
+                faust_adapter.skip_unacked(app, m)
+            return
+        admitted: list[Any] = []  # applied or replayed records, in arrival order
+        replayed: set[int] = set()  # indices in admitted of records finished before (acknowledged only)
+        for m in messages:
+            if m.generation_id != app.consumer_generation_id:
+                faust_adapter.skip_unacked(app, m)
+                continue
+            if m.topic not in self._verified:
+                problem = self._partition_problem(m.topic)
+                if problem:
+                    log.critical("streamrec worker stops: %s", problem)
+                    await app.crash(ConfigError(problem))
+                    return
+                self._verified.add(m.topic)
+            decision = self.sequencer.admit(m)
+            if decision.action == APPLY:
+                admitted.append(m)
+            elif decision.action == REPLAYED:
+                if not m.acked:
+                    replayed.add(len(admitted))
+                    admitted.append(m)
+            elif decision.action == REWIND:
+                await self._publish(admitted, replayed)  # the records before it go on first
+                admitted, replayed = [], set()
+                await self.sequencer.rewind(m, decision)
+        await self._publish(admitted, replayed)
+
+    async def _publish(self, admitted: list[Any], replayed: set[int]) -> None:
+        if not admitted:
+            return
+        fresh = [m for i, m in enumerate(admitted) if i not in replayed]
+        self.counts["received"] += len(fresh)
+        self.batch_sizes[batch_bucket(len(admitted))] += 1
+        plan = await self._plan(fresh) if fresh else Plan()
+        await self.pipeline.put(await self._write(admitted, fresh, plan))
+
+    async def _plan(self, fresh: list[Any]) -> Plan:
+        records = [Record(m.key, m.value, m.topic, m.partition, m.offset) for m in fresh]
+        keys = {r.key: r.partition for r in records if r.key is not None}
+        self.stepping = set(keys)
+        try:
+            states = self._read_states(keys)
+            bundle = self.bundle
+            assert bundle is not None
+            now = int(time.time() * 1000)
+            if self.step_s < INLINE_STEP_S:
+                plan, seconds = _timed(plan_batch, bundle, records, states, self.rules, now_ms=now)
+            else:
+                plan, seconds = await asyncio.get_running_loop().run_in_executor(
+                    self.inference, lambda: _timed(plan_batch, bundle, records, states, self.rules, now_ms=now))
+        finally:
+            self.stepping = set()
+        self.step_s = seconds if self.step_s >= 1.0 else 0.9 * self.step_s + 0.1 * seconds
+        self.stream_time = max(self.stream_time, plan.stream_time)
+        return plan
+
+    def _read_states(self, keys: dict[bytes, int]) -> dict[bytes, UserState | None]:
+        out: dict[bytes, UserState | None] = {}
+        by_partition: dict[int, list[bytes]] = defaultdict(list)
+        for key, partition in keys.items():
+            blob = self.pending.get(key)
+            if blob is not None:
+                out[key] = self._unpack(key, blob)
+            else:
+                by_partition[partition].append(key)
+        for partition, wanted in by_partition.items():
+            blobs = faust_adapter.partition_db(self.states, partition).get(wanted)
+            for key, blob in zip(wanted, blobs):
+                out[key] = self._unpack(key, blob) if blob is not None else None
+        return out
+
+    def _unpack(self, key: bytes, blob: bytes) -> UserState | None:
+        try:
+            return UserState.unpack(blob, self.manifest.layers, self.manifest.hidden)
+        except StateError as exc:  # not with this code's states (the table name carries the model version)
+            log.error("state of user %r unreadable (%s): starting it afresh", key[:80], exc)
+            self.counts["state_reset"] += 1
+            return None
+
+    async def _write(self, admitted: list[Any], fresh: list[Any], plan: Plan) -> Any:
+        """Start the batch's writes; returns its completion (a coroutine the pipeline runs in order).
+
+        At-least-once: recommendations and dead letters are sent now; the states and the partitions'
+        progress go to the table (and its changelog) in the completion, once Kafka acknowledged them:
+        after a crash an event the state includes always has its recommendation in the topic.
+        Exactly-once: everything (outputs, states, progress) is written now, grouped per source
+        partition, in that partition's open transaction, back to back under its lock; the records count
+        as done once delivered (Faust then commits their offsets in a transaction that holds their writes
+        or follows one that committed them)."""
+        counts = plan.counts()
+        for reason, n in counts.items():
+            if reason not in (EMITTED, "duplicate", "redelivered"):
+                self.rejected[reason] += n
+                self.counts["rejected"] += n
+                log.info("%d dead letter(s): %s", n, reason)
+            elif reason != EMITTED:
+                self.counts[reason] += n
+        blobs = {key: (i, partition, state.pack()) for key, (i, partition, state) in plan.states.items()}
+        last = {}  # (topic, partition) -> its last new record's offset (replayed ones are finished already)
+        for m in fresh:
+            last[m.tp] = m.offset
+        if self.exactly_once:
+            futures = await self._write_in_transactions(fresh, plan, blobs, last)
+            return self._complete(admitted, futures, counts[EMITTED], None, None)
+        for key, (_, _, blob) in blobs.items():
+            self.pending[key] = blob
+        box = self._outbox(faust_adapter.plain_producer(self.app))
+        for _, topic, key, value in plan.outputs:
+            box.add(topic, key, value)
+        futures = await box.send()
+        return self._complete(admitted, futures, counts[EMITTED], blobs, last)
+
+    def _outbox(self, producer: Any) -> Outbox:
+        return Outbox(producer, self._partitions_of, self.partitioner)
+
+    def _partitions_of(self, topic: str) -> int:
+        """Partitions of an output topic (cached: where a key's records go must not change)."""
+        n = self._partition_counts.get(topic)
+        if n is None:
+            found = faust_adapter.plain_producer(self.app).client.cluster.partitions_for_topic(topic)
+            n = len(found) if found else self.config.partitions
+            if found:
+                self._partition_counts[topic] = n
+        return n
+
+    async def _write_in_transactions(self, fresh: list[Any], plan: Plan, blobs: dict[bytes, tuple[int, int, bytes]],
+                                     last: dict[Any, int]) -> list[Any]:
+        """Exactly-once: the batch's writes grouped by the transaction of their source partition (both
+        input topics' partition p share one when Faust puts them in one partition group), each group in
+        arrival order: outputs, then states, then progress; local RocksDB first, then Kafka under the
+        transaction's lock."""
+        producers: dict[Any, tuple[Any, Any]] = {}  # source tp -> (sender, lock)
+        for tp in last:
+            producers[tp] = faust_adapter.transactional_producer(self.app, tp.topic, tp.partition)
+        group: dict[int, list[tuple[str, bytes | None, bytes, int | None]]] = defaultdict(list)
+        lock_of: dict[int, tuple[Any, Any]] = {}
+
+        def add(tp: Any, record: tuple[str, bytes | None, bytes, int | None]) -> None:
+            sender, lock = producers[tp]
+            lock_of[id(sender)] = (sender, lock)
+            group[id(sender)].append(record)
+
+        for i, topic, key, value in plan.outputs:
+            add(fresh[i].tp, (topic, key, value, None))
+        for key, (i, partition, blob) in blobs.items():
+            add(fresh[i].tp, (self.changelog, key, blob, partition))
+        for tp, offset in last.items():
+            add(tp, (self.changelog, *self.sequencer.progress(tp, offset), tp.partition))
+        futures: list[Any] = []
+        for sid, records in group.items():
+            local: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+            for topic, key, value, partition in records:
+                if topic == self.changelog:
+                    local[partition].append((key, value))  # type: ignore[index]
+            self._put_local(local)
+            sender, lock = lock_of[sid]
+            box = self._outbox(sender)
+            for topic, key, value, partition in records:
+                box.add(topic, key, value, partition)
+            async with lock:
+                sent = await box.send()
+            futures += sent
+            self._track_changelog(sent, records)
+        return futures
+
+    def _track_changelog(self, futures: list[Any], records: list[Any]) -> None:
+        if any(topic == self.changelog for topic, *_ in records):
+            done = faust_adapter.changelog_written(self.app, self.states, self.exactly_once)
+            for future in futures:
+                future.add_done_callback(lambda f: _if_changelog(f, self.changelog, done))
+
+    def _put_local(self, by_partition: dict[int, list[tuple[bytes, bytes]]]) -> None:
+        """Write ``(key, value)`` pairs to the table's local RocksDB copy of each partition."""
+        for partition, pairs in by_partition.items():
+            db = faust_adapter.partition_db(self.states, partition)
+            for key, value in pairs:
+                db[key] = value
+            faust_adapter.index_keys(self.states, (key for key, _ in pairs), partition)
+
+    async def _complete(self, admitted: list[Any], futures: list[Any], emitted: int,
+                        blobs: dict[bytes, tuple[int, int, bytes]] | None, last: dict[Any, int] | None) -> None:
+        """Run by the pipeline, in arrival order: wait for the batch's writes; at-least-once, then store
+        its states and its partitions' progress (in this order: one changelog partition holds both);
+        count it; acknowledge every record to Faust."""
+        for future in futures:
+            await future
+        if blobs is not None and last is not None:
+            local: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+            box = self._outbox(faust_adapter.plain_producer(self.app))
+            for key, (_, partition, blob) in blobs.items():
+                local[partition].append((key, blob))
+                box.add(self.changelog, key, blob, partition)
+                if self.pending.get(key) is blob:  # no later event of the user is in flight
+                    del self.pending[key]
+            for tp, offset in last.items():
+                finished = self.sequencer.finished(tp)
+                if finished is None or offset > finished:  # (redelivered records are acknowledged only)
+                    key, value = self.sequencer.progress(tp, offset)
+                    local[tp.partition].append((key, value))
+                    box.add(self.changelog, key, value, tp.partition)
+            self._put_local(local)
+            sent = await box.send()  # not awaited further: at-least-once, as faust's own table writes
+            done = faust_adapter.changelog_written(self.app, self.states, False)
+            for future in sent:
+                future.add_done_callback(done)
+        self.counts["emitted"] += emitted
+        ack = self.app.consumer.ack
+        for m in admitted:
+            ack(m)
+
+    async def _pipeline_failed(self, exc: BaseException) -> None:
+        log.critical("streamrec worker stops: writing an event's results failed: %r", exc)
+        await self.app.crash(exc)
+
+    def _partition_problem(self, topic: str) -> str | None:
+        """Why ``topic`` cannot feed the table (another partition count: its events would land in the wrong
+        state partition), or None; from the consumer's metadata, once events flow."""
+        found = self.app.consumer.topic_partitions(topic)
+        return None if found is None or found == self.config.partitions else mismatch(self.config, topic, found)
+
+    # ---- local state after a crash (exactly-once) --------------------------------------------
+    def prepare_local_state(self) -> bool:
+        """At worker start. Under exactly-once, a worker that did not stop cleanly (SIGKILL, power loss)
+        may have left writes of transactions Kafka then aborted in its local RocksDB: delete the local
+        table so it is rebuilt from the changelog, read committed. Returns whether it did."""
+        if self._prepared:
+            return False
+        self._prepared = True
+        wiped = False
+        if self.exactly_once and self.running_marker.exists():
+            log.warning("the last worker on %s did not stop cleanly: rebuilding the state table from its changelog",
+                        self.config.data_dir)
+            shutil.rmtree(self.app.conf.tabledir, ignore_errors=True)
+            wiped = True
+        self.running_marker.parent.mkdir(parents=True, exist_ok=True)
+        self.running_marker.write_text("streamrec worker running; deleted on a clean stop\n")
+        return wiped
+
+    def mark_stopped(self) -> None:
+        """After a clean stop (``streamrec worker`` calls it once Faust has closed the tables)."""
+        self.running_marker.unlink(missing_ok=True)
+
+    # ---- expiry of idle users (--state-ttl) --------------------------------------------------
+    async def expire_idle_states(self) -> int:
+        """Delete the states of users idle longer than ``--state-ttl`` in event time (the newest event time
+        applied, never ahead of the clock), in this worker's active partitions; each deletion is a
+        tombstone in the changelog. Returns how many expired; counts the sweep (``ttl_sweeps``)."""
+        if not self.config.state_ttl or not self.stream_time:
+            self.counts["ttl_sweeps"] += 1
+            return 0
+        horizon = min(self.stream_time, int(time.time() * 1000)) - int(self.config.state_ttl * 1000)
+        n = 0
+        for partition in sorted(tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.changelog):
+            db = faust_adapter.partition_db(self.states, partition)
+            idle = [key for key, blob in faust_adapter.visible_items(self.states, db)
+                    if not is_progress_key(key) and last_ts_of(blob) < horizon]
+            for i, key in enumerate(idle):
+                blob = db.get(key)  # again: an event may have arrived since the scan (no await between)
+                if key in self.stepping or key in self.pending or blob is None or last_ts_of(blob) >= horizon:
+                    continue
+                db.delete(key)
+                faust_adapter.forget_key(self.states, key)
+                self.states.send_changelog(partition, key, None, key_serializer="raw", value_serializer="raw")
+                n += 1
+                if i % 1000 == 999:
+                    await asyncio.sleep(0)  # let events through during a long sweep
+        if n:
+            self.counts["expired"] += n
+            log.info("expired %d idle user states (last event before %d)", n, horizon)
+        self.counts["ttl_sweeps"] += 1
+        return n
+
+    # ---- web views ---------------------------------------------------------------------------
+    async def _recommendations_view(self, web: View, request: Request, user_id: str) -> Response:
+        """The user's latest recommendation list (404 before their first event, 400 for a bad id)."""
+        problem = codec.id_problem(user_id)
+        if problem:
+            return web.error(400, f"user id {problem}")
+        if self.bundle is None:
+            return web.error(503, "the worker is still starting")
+        key = user_id.encode("utf-8")
+        blob = self.pending.get(key) or self.states.get(key)
+        if blob is None:
+            return web.error(404, "no events for this user yet", user_id=user_id)
+        state = UserState.unpack(blob)
+        items = self.bundle.items
+        return web.json({"user_id": user_id, "items": [items.token(i) for i in state.top_items],
+                         "scores": state.top_scores.tolist(), "model_version": self.manifest.model_version,
+                         "events": state.count, "last_ts": state.last_ts})
+
+    async def _health_view(self, web: View, request: Request) -> Response:
+        """Readiness (model loaded, partitions assigned) and counters since start: messages received
+        (new records, in their partition's order); events emitted (applied, one recommendation each),
+        duplicate (a repeated event id, dropped), redelivered (a finished record delivered again, after a
+        crash or a rewind: skipped), processed (emitted + duplicate), rejected (dead letters) and per
+        reason, expired states and ttl_sweeps, rewound (partitions sought back over records the consumer
+        skipped or stalled on), absent (offsets that turned out not to exist); batch_sizes (micro-batches
+        per power-of-two size bucket); the step's moving average; whether torch is loaded (it never should
+        be). Without crashes: produced = processed + rejected."""
+        try:
+            assigned = bool(self.app.consumer.assignment())
+        except ConsumerNotStarted:
+            assigned = False
+        counts = self.counts
+        return web.json({"model_version": self.manifest.model_version, "table": self.table_name,
+                         "ready": self.bundle is not None and assigned and not self.app.rebalancing,
+                         "bundle_loaded": self.bundle is not None, "torch_imported": "torch" in sys.modules,
+                         "counts": {**counts, "processed": counts["emitted"] + counts["duplicate"]},
+                         "rejected": dict(self.rejected), "stream_time": self.stream_time,
+                         "batch_sizes": dict(sorted(self.batch_sizes.items(), key=lambda kv: int(kv[0]))),
+                         "step_ms_avg": round(1000 * self.step_s, 3) if self.step_s < 1.0 else None})
+
+
+def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - started
+
+
+def _if_changelog(future: Any, changelog: str, done: Any) -> None:
+    if not future.cancelled() and future.exception() is None and future.result().topic_partition.topic == changelog:
+        done(future)
