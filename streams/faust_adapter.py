@@ -112,7 +112,11 @@ async def _drain(app: Any, consumer: Any, fetcher: Any, wanted: frozenset[str], 
                     batch.append(message)
                 read_offset[tp] = offset
         except consumer.consumer_stopped_errors:
-            if app.should_stop:
+            if app.should_stop:  # stopping: faust returns here too
+                return
+            raise
+        except asyncio.CancelledError:
+            if app.should_stop:  # a stop cancels the fetch (faust: "Consumer shutting down for user cancel")
                 return
             raise
         if batch:

@@ -65,8 +65,16 @@ def top_k(items: np.ndarray | Sequence[int], scores: np.ndarray | Sequence[float
     return [items[j] for j in keep], [scores[j] for j in keep]
 
 
-def _waves(events: Sequence[Interaction]) -> list[list[int]]:
-    """Indices of ``events`` grouped so that wave w holds each user's w-th event (in batch order)."""
+#: Rows of one ONNX call at most: a wave wider than this is stepped in several calls. Per event, the
+#: step gets no faster beyond ~64 rows, and wider calls are slower on large catalogs (the
+#: [rows x items] score matrix leaves the cache: 40 us per event at 64 rows, 50 at 256, 59 at 1,024 for
+#: 12,102 items, measured with benchmarks/onnx_step.py's loop).
+STEP_ROWS = 64
+
+
+def _waves(events: Sequence[Interaction], rows: int = STEP_ROWS) -> list[list[int]]:
+    """Indices of ``events`` grouped so that wave w holds each user's w-th event (in batch order), each
+    wave cut into pieces of at most ``rows`` (distinct users: any cut keeps every user's order)."""
     seen: dict[str, int] = {}
     waves: list[list[int]] = []
     for i, e in enumerate(events):
@@ -75,7 +83,7 @@ def _waves(events: Sequence[Interaction]) -> list[list[int]]:
         if w == len(waves):
             waves.append([])
         waves[w].append(i)
-    return waves
+    return [wave[j:j + rows] for wave in waves for j in range(0, len(wave), rows)]
 
 
 #: Why an event is not applied again (``already_applied``): a producer sent its event id twice,

@@ -1,0 +1,46 @@
+"""A worker built in-process from its config (no broker, no import-time state), and the adapter's check
+of faust's private attributes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from export.runtime import Bundle
+from streams import faust_adapter
+from streams.config import ConfigError, WorkerConfig
+from streams.worker import Worker
+
+
+def test_two_workers_built_in_one_process_are_independent(bundle_dir: Path, bundle: Bundle, tmp_path: Path) -> None:
+    a = Worker(WorkerConfig(bundle=bundle_dir, app_id="a", clicks_topic="c1", browses_topic="b1", k=3,
+                            data_dir=tmp_path / "a", batch_max=16, in_flight=64))
+    b = Worker(WorkerConfig(bundle=bundle_dir, app_id="b", data_dir=tmp_path / "b"))
+    assert a.app is not b.app and a.app.conf.id == "a" and b.app.conf.id == "b"
+    assert a.table_name == b.table_name == f"user-state-{bundle.version}"
+    assert a.events_topic.topics == ("c1", "b1") and a.rules.slots == {"c1": 0, "b1": 1}
+    assert (a.k, b.k) == (3, bundle.k) and a.rules.kinds == {"c1": "click", "b1": "browse"}
+    assert (a.inbox.batch_max, a.pipeline._queue.maxsize) == (16, 4) and b.inbox.batch_max == 256
+    assert a.bundle is None and a.load_bundle().version == bundle.version  # the model loads on demand, once
+    assert a.load_bundle() is a.bundle
+    assert a.counts == {} and b.pending == {}
+    # the app's consumer fetches in batches for this worker's topics (a subclass set on its own transport)
+    assert a.app.transport.Consumer is not b.app.transport.Consumer
+    assert a.app.transport.Consumer.__name__ == "BatchConsumer"
+
+
+def test_k_above_the_bundles_is_refused(bundle_dir: Path, bundle: Bundle, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="exceeds the bundle's k"):
+        Worker(WorkerConfig(bundle=bundle_dir, k=bundle.k + 1, data_dir=tmp_path))
+
+
+def test_the_adapter_names_what_an_installed_faust_lacks(bundle_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = Worker(WorkerConfig(bundle=bundle_dir, data_dir=tmp_path))
+    faust_adapter.check(worker.app)  # the pinned versions have everything
+    store = __import__("faust.stores.rocksdb", fromlist=["Store"]).Store
+    monkeypatch.delattr(store, "_db_for_partition")
+    with pytest.raises(faust_adapter.AdapterError, match=r"_db_for_partition.*Install the versions pyproject"):
+        faust_adapter.check(worker.app)
+    with pytest.raises(faust_adapter.AdapterError):
+        Worker(WorkerConfig(bundle=bundle_dir, data_dir=tmp_path / "2"))  # refused when built, before Faust starts
