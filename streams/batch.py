@@ -21,6 +21,7 @@ import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from export.runtime import Bundle
 from streams import codec
@@ -33,9 +34,19 @@ log = logging.getLogger("streamrec.worker")
 EMITTED = "emitted"
 
 
+class RecordLike(Protocol):
+    """What the plan needs of one input message (the worker passes Faust's messages themselves)."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
-    """What the plan needs of one input message."""
+    """An input message as plain data (tests, tools)."""
 
     key: bytes | None
     value: bytes | None
@@ -73,12 +84,12 @@ class Plan:
         return Counter(self.outcomes)
 
 
-def decode(records: Sequence[Record], rules: Rules) -> list[codec.Parsed | codec.Rejected]:
+def decode(records: Sequence[RecordLike], rules: Rules) -> list[codec.Parsed | codec.Rejected]:
     """Parse and validate every record (``streams.codec.parse_event``)."""
     return [codec.parse_event(r.key, r.value, rules.kinds[r.topic], rules.event_types) for r in records]
 
 
-def plan_batch(bundle: Bundle, records: Sequence[Record], states: Mapping[bytes, UserState | None], rules: Rules,
+def plan_batch(bundle: Bundle, records: Sequence[RecordLike], states: Mapping[bytes, UserState | None], rules: Rules,
                *, now_ms: int, decoded: Sequence[codec.Parsed | codec.Rejected] | None = None) -> Plan:
     """Decode, step and encode one batch (see the module docstring). ``states`` holds the stored state
     of every user key in ``records`` (None: no state yet)."""
@@ -94,7 +105,7 @@ def plan_batch(bundle: Bundle, records: Sequence[Record], states: Mapping[bytes,
         if isinstance(d, codec.Rejected):
             plan.outcomes[i] = d.reason
             plan.outputs.append((i, rules.dlq_topic, r.key,
-                                 codec.encode_dead_letter(r.key, r.value, _source(r), d, now_ms)))
+                                 codec.encode_dead_letter(r.key, r.value, r, d, now_ms)))
             continue
         assert r.key is not None  # parse_event rejects keyless records
         prior = before[r.key] if r.key in before else states.get(r.key)
@@ -108,15 +119,11 @@ def plan_batch(bundle: Bundle, records: Sequence[Record], states: Mapping[bytes,
         plan.states[r.key] = (i, r.partition, new)
         plan.stream_time = max(plan.stream_time, rec.event_ts)
         plan.outputs.append((i, rules.output_topic, r.key, codec.encode_recommendation(
-            rec.user_id, rec.items, rec.scores, rules.model_version, _source(r), rec.event_ts, now_ms)))
+            rec.user_id, rec.items, rec.scores, rules.model_version, r, rec.event_ts, now_ms)))
     return plan
 
 
-def _source(r: Record) -> codec.Source:
-    return codec.Source(r.topic, r.partition, r.offset)
-
-
-def _step(bundle: Bundle, records: Sequence[Record], decoded: Sequence[codec.Parsed | codec.Rejected],
+def _step(bundle: Bundle, records: Sequence[RecordLike], decoded: Sequence[codec.Parsed | codec.Rejected],
           good: list[int], states: Mapping[bytes, UserState | None], rules: Rules
           ) -> tuple[dict[int, Recommendation | None], dict[int, UserState], dict[int, codec.Rejected]]:
     """``process`` over the valid records; if it fails, one record at a time (users' states carried)."""

@@ -38,6 +38,7 @@ import unicodedata
 import orjson
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from model.events import Interaction
 
@@ -172,8 +173,16 @@ def parse_event(key: bytes | None, value: bytes | None, default_type: str,
     return Parsed(Interaction(user_id, fields["item_id"], event_type, ts), fields["event_id"])
 
 
+class HasSource(Protocol):
+    """Where a message came from: a ``Source``, or the input record itself."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
 def encode_recommendation(user_id: str, items: Sequence[str], scores: Sequence[float], model_version: str,
-                          source: Source, event_ts: int, emitted_ts: int) -> bytes:
+                          source: HasSource, event_ts: int, emitted_ts: int) -> bytes:
     """The output message's value (compact JSON, UTF-8; floats as the shortest repr that reads back equal)."""
     return orjson.dumps({"user_id": user_id, "items": list(items), "scores": list(scores),
                          "model_version": model_version, "source": {"topic": source.topic, "partition": source.partition,
@@ -185,12 +194,13 @@ def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data[:MAX_DEAD_LETTER_COPY]).decode("ascii")
 
 
-def encode_dead_letter(key: bytes | None, value: bytes | None, source: Source, rejected: Rejected,
+def encode_dead_letter(key: bytes | None, value: bytes | None, source: HasSource, rejected: Rejected,
                        rejected_ts: int) -> bytes:
     """The dead-letter message's value: reason, message, source and the original bytes (base64; at
     most ``MAX_DEAD_LETTER_COPY`` of each, see the module docstring)."""
     truncated = any(d is not None and len(d) > MAX_DEAD_LETTER_COPY for d in (key, value))
-    return orjson.dumps({"reason": rejected.reason, "message": rejected.message, "source": source.to_dict(),
+    return orjson.dumps({"reason": rejected.reason, "message": rejected.message,
+                         "source": {"topic": source.topic, "partition": source.partition, "offset": source.offset},
                        "key_b64": _b64(key), "value_b64": _b64(value), "rejected_ts": rejected_ts,
                        "key_bytes": None if key is None else len(key),
                        "value_bytes": None if value is None else len(value), "truncated": truncated,

@@ -92,7 +92,7 @@ async def _drain(app: Any, consumer: Any, fetcher: Any, wanted: frozenset[str], 
     consumer_stopped, fetcher_stopped = consumer._stopped.is_set, fetcher._stopped.is_set
     read_offset = consumer._read_offset
     acks_enabled_for = app.topics.acks_enabled_for
-    track = consumer.track_message
+    unacked = consumer._unacked_messages  # faust's track_message without its per-record sensor call
     suspended = consumer.suspend_flow.is_set
     while not (consumer_stopped() or fetcher_stopped()):
         batch: list[Any] = []
@@ -108,7 +108,7 @@ async def _drain(app: Any, consumer: Any, fetcher: Any, wanted: frozenset[str], 
                     await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
                 elif not suspended():
                     message.tracked = True
-                    track(message)
+                    unacked.add(message)
                     batch.append(message)
                 read_offset[tp] = offset
         except consumer.consumer_stopped_errors:

@@ -109,10 +109,8 @@ class UserState:
         """A state from parts already in shape (float32 [L, H] arrays owned by the state, a float32 score
         per top item, windows within bounds): the hot path's constructor, without the checks."""
         self = object.__new__(cls)
-        for name, value in (("h", h), ("c", c), ("last_ts", last_ts), ("count", count), ("m", m), ("seen", seen),
-                            ("top_items", top_items), ("top_scores", top_scores), ("recent_ids", recent_ids),
-                            ("offsets", offsets)):
-            object.__setattr__(self, name, value)
+        self.__dict__.update(h=h, c=c, last_ts=last_ts, count=count, m=m, seen=seen, top_items=top_items,
+                             top_scores=top_scores, recent_ids=recent_ids, offsets=offsets)
         h.setflags(write=False)
         c.setflags(write=False)
         top_scores.setflags(write=False)

@@ -59,7 +59,7 @@ from export import contract
 from export.manifest import Manifest
 from export.runtime import Bundle
 from streams import codec, faust_adapter
-from streams.batch import EMITTED, Plan, Record, Rules, plan_batch
+from streams.batch import EMITTED, Plan, Rules, plan_batch
 from streams.config import ConfigError, WorkerConfig
 from streams.inbox import Inbox
 from streams.pipeline import Pipeline
@@ -265,7 +265,7 @@ class Worker:
         await self.pipeline.put(await self._write(admitted, fresh, plan))
 
     async def _plan(self, fresh: list[Any]) -> Plan:
-        records = [Record(m.key, m.value, m.topic, m.partition, m.offset) for m in fresh]
+        records = fresh  # Faust's messages have what the plan reads of a record (streams.batch.RecordLike)
         keys = {r.key: r.partition for r in records if r.key is not None}
         self.stepping = set(keys)
         try:
