@@ -8,9 +8,11 @@ Two kinds of run, each on fresh topics, a fresh app id (consumer group) and a fr
          processed + rejected reaches the events sent; then the recommendations and dead-letter
          topics are read from the beginning (``read_outputs``; isolation_level=read_committed under
          exactly-once) for their Kafka record timestamps (the worker's producer clock).
-  live   ``Bench.live_run``: the worker starts first, ``streamrec evaluate-live`` reads in the
-         background while ``streamrec replay --order none`` offers the events at a fixed rate (or
-         at max speed); latency and throughput come from evaluate-live's report.
+  live   ``Bench.live_run``: the worker starts first, ``streamrec replay --order none`` offers the
+         events at a fixed rate (or at max speed); once the worker has answered them all,
+         ``streamrec evaluate-live`` reads the topics from the beginning: latency and throughput
+         come from its report (Kafka record timestamps, so reading afterwards changes nothing but
+         the load on the machine during the run).
 
 ``batch_histogram`` reads the worker's micro-batch histogram from ``/health`` (absent from workers
 that step one event at a time: batch 1 is assumed).
@@ -351,10 +353,14 @@ class Bench:
     def _live(self, label, guarantee, data_flags, rate, worker, port, ready_s, la) -> dict:
         say(f"  worker ready in {ready_s:.1f} s (web port {port})")
         report_path = self.work / f"live-{label}.json"
-        live = self.procs.start(cli("evaluate-live", *data_flags, "--bundle", str(self.bundle_dir),
-                                    "--brokers", self.brokers, *self.topics(label), "--timeout", "60", "--json",
-                                    "--no-progress", "--report", str(report_path)), f"live-{label}")
         summary, _ = self.replay(label, data_flags, rate)
+        self._wait_drained(worker, port, summary["sent"])
+        # evaluate-live reads the topics from the beginning and takes every time from Kafka's record timestamps,
+        # so it reads after the run: while the run goes, the worker shares the 2 cores with the broker and the
+        # replay only, not with a third Python process.
+        live = self.procs.start(cli("evaluate-live", *data_flags, "--bundle", str(self.bundle_dir),
+                                    "--brokers", self.brokers, *self.topics(label), "--timeout", "20", "--json",
+                                    "--no-progress", "--report", str(report_path)), f"live-{label}")
         deadline = time.monotonic() + self.a.run_timeout
         while live.poll() is None:
             if worker.poll() is not None:

@@ -1,8 +1,7 @@
 """The per-event work of the worker, as a pure function: (states, events) -> (new states, recommendations).
 
-No Kafka and no Faust here: ``streams/app.py`` reads a user's state from the table, calls
-``process`` with one event, publishes the recommendation and assigns the new state back.
-Tests call it directly with batches.
+No Kafka and no Faust here: the worker's batch plan (``streams/batch.py``) calls ``process`` with
+a whole micro-batch and the stored states of its users; tests call it directly.
 
 Rules (the same as offline evaluation through the bundle, ``export/bundle_eval.py``):
 - a user without a state starts from the model's initial state, with gap bucket 0;

@@ -1,14 +1,15 @@
-"""Events whose writes are in flight, finished strictly in arrival order.
+"""Micro-batches whose writes are in flight, finished strictly in arrival order.
 
-Waiting for Kafka to acknowledge each recommendation before stepping the next event costs a broker
-round trip per event. The worker instead steps event after event and hands each event's *completion*
-(wait for its deliveries, then store its state, record its offset, acknowledge it to Faust) to a
-``Pipeline``: one task that runs the completions one at a time, in the order they were put. An event
-therefore counts as done exactly when it did before, only the next events no longer wait for it.
-``depth`` bounds how many completions may wait (backpressure: ``put`` waits when it is full).
+Waiting for Kafka to acknowledge a batch's recommendations before stepping the next batch costs a
+broker round trip per batch. The worker instead steps batch after batch and hands each batch's
+*completion* (wait for its deliveries, then store its states, record its offsets, acknowledge its
+records to Faust) to a ``Pipeline``: one task that runs the completions one at a time, in the order
+they were put. A record therefore counts as done exactly when its writes are, only the next batches
+no longer wait for it. ``depth`` bounds how many completions may wait (backpressure: ``put`` waits
+when it is full).
 
-    pipeline = Pipeline(depth=256)
-    await pipeline.put(complete(event))   # a coroutine object: it starts when its turn comes
+    pipeline = Pipeline(depth=4)
+    await pipeline.put(complete(batch))   # a coroutine object: it starts when its turn comes
     await pipeline.drain()                # every completion put so far has run
 
 A completion that raises stops the pipeline: the next ``put`` or ``drain`` raises that error (the

@@ -55,6 +55,14 @@ class ReplayError(RuntimeError):
 
 
 # ---- Kafka ----------------------------------------------------------------------------------
+def linger_of(config: ReplayConfig) -> int:
+    """The producer's linger: at a fixed rate every event goes out at once (a linger would only add to
+    its latency: the batch never fills), at max speed 5 ms lets batches fill."""
+    if config.linger_ms is not None:
+        return config.linger_ms
+    return 0 if config.rate is not None else 5
+
+
 @dataclass(frozen=True)
 class ReplayConfig:
     brokers: str = "127.0.0.1:9092"
@@ -64,7 +72,7 @@ class ReplayConfig:
     hold_timeout: float = 60.0  # strict: longest wait for the worker, per held event
     partitions: int = 8  # of input topics this replay has to create
     replication: int = 1
-    linger_ms: int = 5
+    linger_ms: int | None = None  # producer linger; None: 5 ms at max speed (batches fill), 0 at a fixed rate
     wait_output: float = 60.0  # strict: how long to wait for the output topic to exist
 
     def __post_init__(self) -> None:
@@ -215,7 +223,7 @@ def replay(messages: Sequence[Message], config: ReplayConfig, progress: bool = T
     ensure_topics(config.brokers, config.topics, config.partitions, config.replication, strict,
                   config.wait_output, say)
     try:
-        producer = KafkaProducer(bootstrap_servers=_servers(config.brokers), acks="all", linger_ms=config.linger_ms,
+        producer = KafkaProducer(bootstrap_servers=_servers(config.brokers), acks="all", linger_ms=linger_of(config),
                                  enable_idempotence=True, allow_auto_create_topics=False,
                                  client_id="streamrec-replay")
     except KafkaError as exc:

@@ -193,6 +193,9 @@ class Worker:
     async def _consume(self) -> None:
         """The hot loop: take a micro-batch from the inbox, handle it, again."""
         app = self.app
+        # Faust leaves the root logger at DEBUG (its handlers filter): every library's debug call would then build
+        # a record (aiokafka makes several per request). The level asked for goes on the root logger itself.
+        logging.getLogger().setLevel(max(logging.getLogger().level, getattr(logging, self.config.log_level.upper())))
         try:
             faust_adapter.check(app, running=True)
             await self.output_topic.maybe_declare()
