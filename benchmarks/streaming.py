@@ -39,9 +39,12 @@ Phases, in this order, for the main bundle:
              1 (the headline ratio) and / ceiling at the bucket holding the median event.
   latency    at-least-once, offered rates = --rates (0.1 0.5 0.9) x the at-least-once drain events/s,
              and --fixed-rates (100) events/s: the first n events (time order; Beauty: whole users,
-             below; n = rate x --rate-seconds, 1,000 .. --slice) replayed at that rate while the worker runs (`streamrec
-             replay --rate R --order none`); p50/p95/p99 from produce time to publish time (Kafka
-             record timestamps, `streamrec evaluate-live`), the rate achieved, the batch histogram.
+             below; n = rate x --rate-seconds, 1,000 .. --slice) offered at that rate while the worker
+             runs, by a paced aiokafka producer in this process (the replay's messages, one at a time,
+             no linger: streaming_runs.paced_produce; kafka-python's producer in `streamrec replay`
+             costs the 2 cores more); then `streamrec evaluate-live` reads the topics: p50/p95/p99
+             from produce time to publish time (Kafka record timestamps; every event of the run, the
+             worker's first seconds included), the rate achieved, the batch histogram.
              Buckets first used here get their ceiling too.
 
 Then the same for a Beauty-sized bundle (--no-large skips): ../shared/data/beauty (12,101 items,
@@ -349,8 +352,9 @@ def latency(s: Session, bench: Bench, sec: dict, events: list, shares: list[floa
         what = f"{share:.0%} of {top:,.0f}" if share is not None else "fixed"
         say(f"latency at {target:,.0f} events/s ({what}), {g}, the first {n:,} events")
         try:
-            flags = csv_flags(slicer(events, n), s.work / f"slice-{bench.tag}-{n}.csv")
-            res = bench.live_run(label, g, flags, target)
+            part = slicer(events, n)
+            flags = csv_flags(part, s.work / f"slice-{bench.tag}-{n}.csv")
+            res = bench.live_run(label, g, flags, target, events=part)
             res.update(share=share, fixed_rate=fixed_rate, slice_events=n)
             sec["fixed_rate"]["runs"].append(res)
         except Exception as exc:  # noqa: BLE001

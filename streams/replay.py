@@ -56,11 +56,12 @@ class ReplayError(RuntimeError):
 
 # ---- Kafka ----------------------------------------------------------------------------------
 def linger_of(config: ReplayConfig) -> int:
-    """The producer's linger: at a fixed rate every event goes out at once (a linger would only add to
-    its latency: the batch never fills), at max speed 5 ms lets batches fill."""
+    """The producer's linger. Below 1,000 events/s offered every event goes out at once (a linger would only
+    add to its latency: the batch never fills); at max speed or faster rates 5 ms lets batches fill
+    (kafka-python cannot send many more single-record requests a second: its queue would grow instead)."""
     if config.linger_ms is not None:
         return config.linger_ms
-    return 0 if config.rate is not None else 5
+    return 0 if config.rate is not None and config.rate < 1000 else 5
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class ReplayConfig:
     hold_timeout: float = 60.0  # strict: longest wait for the worker, per held event
     partitions: int = 8  # of input topics this replay has to create
     replication: int = 1
-    linger_ms: int | None = None  # producer linger; None: 5 ms at max speed (batches fill), 0 at a fixed rate
+    linger_ms: int | None = None  # producer linger; None: see linger_of
     wait_output: float = 60.0  # strict: how long to wait for the output topic to exist
 
     def __post_init__(self) -> None:
