@@ -100,7 +100,7 @@ SETTINGS = (
     Setting("in_flight", "--in-flight", "STREAMREC_IN_FLIGHT", "N",
             "how many events may be stepped and published before the writes of the earlier ones are "
             "acknowledged by Kafka; each event still counts as done (state stored, offset committable) only "
-            "once its own writes are, in order (rounded down to whole batches of --batch-max, at least one)"),
+            "once its own writes are, in order (a batch larger than N still goes alone)"),
     Setting("batch_max", "--batch-max", "STREAMREC_BATCH_MAX", "N",
             "records taken, stepped (one ONNX call per wave of distinct users) and published together at most; "
             "1 steps every event alone (slow)"),

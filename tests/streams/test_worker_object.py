@@ -20,7 +20,7 @@ def test_two_workers_built_in_one_process_are_independent(bundle_dir: Path, bund
     assert a.table_name == b.table_name == f"user-state-{bundle.version}"
     assert a.events_topic.topics == ("c1", "b1") and a.rules.slots == {"c1": 0, "b1": 1}
     assert (a.k, b.k) == (3, bundle.k) and a.rules.kinds == {"c1": "click", "b1": "browse"}
-    assert (a.inbox.batch_max, a.pipeline._queue.maxsize) == (16, 4) and b.inbox.batch_max == 256
+    assert (a.inbox.batch_max, a.config.in_flight) == (16, 64) and b.inbox.batch_max == 256
     assert a.bundle is None and a.load_bundle().version == bundle.version  # the model loads on demand, once
     assert a.load_bundle() is a.bundle
     assert a.counts == {} and b.pending == {}
