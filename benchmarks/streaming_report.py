@@ -51,7 +51,7 @@ def latency_lines(sec: dict) -> list[str]:
     fr = sec.get("fixed_rate")
     if not fr or not fr.get("runs"):
         return []
-    lines = [f"latency at fixed offered rates ({fr['guarantee']}, replay while the worker runs; shares of "
+    lines = [f"latency at fixed offered rates ({fr['guarantee']}, offered by a paced producer while the worker runs; shares of "
              f"{fmt(fr['max_events_per_s'])} events/s), produce -> publish",
              f"{'rate':>13}{'target/s':>10}{'events':>8}{'offered/s':>11}{'through/s':>11}{'p50 ms':>9}{'p95 ms':>9}"
              f"{'p99 ms':>9}{'max ms':>9}{'batch':>7}  complete"]
