@@ -6,6 +6,11 @@
         --rate-seconds 10 --ceiling-seconds 1 --ceiling-repeats 2 --large-bundle B --large-events 6000 \\
         --out benchmarks/results/streaming-dev.json                              (a short trial, ~3 min)
 
+Run it from a separate worktree of the commit to measure, so that edits in the working clone cannot
+reach a run midway (the environment's editable install points at the clone):
+    PY=$(./run env)/bin/python; DATA=$PWD/../shared/data     # in the clone (./run links the clone it runs in)
+    git worktree add /tmp/wt HEAD && cd /tmp/wt && STREAMREC_DATA=$DATA PYTHONPATH=/tmp/wt $PY benchmarks/streaming.py
+
 Data: ml-100k (../shared/data/ml-100k/ml-100k.inter, or under $STREAMREC_DATA), else synthetic
 click/browse streams (model.synth); --events N keeps the first N in time order. A small model
 (dim 32, hidden 64, --epochs 2, TEMPORAL-stream) is trained and exported (k 20, m 50) unless
