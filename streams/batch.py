@@ -25,7 +25,7 @@ from typing import Protocol
 
 from export.runtime import Bundle
 from streams import codec
-from streams.logic import Recommendation, already_applied, process
+from streams.logic import REDELIVERED, Recommendation, already_applied, process
 from streams.state import UserState
 
 log = logging.getLogger("streamrec.worker")
@@ -111,7 +111,7 @@ def plan_batch(bundle: Bundle, records: Sequence[RecordLike], states: Mapping[by
         prior = before[r.key] if r.key in before else states.get(r.key)
         rec = recs[i]
         if rec is None:  # applied before: a duplicate event id or a redelivered offset
-            plan.outcomes[i] = already_applied(prior, d.event_id, (rules.slots[r.topic], r.offset)) or "redelivered"
+            plan.outcomes[i] = already_applied(prior, d.event_id, (rules.slots[r.topic], r.offset)) or REDELIVERED
             continue
         new = new_states[i]
         before[r.key] = new

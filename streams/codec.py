@@ -95,9 +95,6 @@ class Source:
     partition: int
     offset: int
 
-    def to_dict(self) -> dict[str, object]:
-        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
-
 
 def id_problem(value: str) -> str | None:
     """Why ``value`` is not an acceptable id (empty, too long, control characters), or None."""

@@ -5,11 +5,12 @@ changelogs and recovery, offset commits and transactions) and goes around its pe
 which cost ~100 us a record on this machine (a task pair per record in the fetch loop, the
 conductor, the channel queue, the stream iterator):
 
-- ``install_batch_drain`` replaces the consumer's fetch loop (``Consumer._drain_messages``) by
-  one that hands every fetched record of the input topics to the worker in one synchronous call
-  per fetch, and every other record (changelogs during recovery) to Faust as before;
-- records are sent with aiokafka batch builders (``Senders``), through Faust's own producer
-  (at-least-once) or the source partition's transactional producer (exactly-once);
+- ``install_batch_drain`` gives the app a consumer whose fetch loop (``Consumer._drain_messages``)
+  hands every fetched record of the input topics to the worker in one synchronous call per fetch,
+  and every other record (changelogs during recovery) to Faust as before;
+- records are sent with aiokafka batch builders (``streams/writer.py``'s ``Outbox``), through
+  Faust's own producer (at-least-once) or the source partition's transactional producer
+  (``plain_producer``, ``transactional_producer``);
 - the contiguity guard (``streams/sequencer.py``) resets the consumer's offset bookkeeping when it
   seeks back; the state table is read and written per partition, straight in RocksDB.
 
@@ -26,9 +27,9 @@ from typing import Any
 #: (what, how to get it) for every private attribute this module uses: of the classes (checked when the
 #: worker is built, before Faust starts) and of the running consumer (checked when consuming starts).
 _CLASSES: list[tuple[str, Callable[[Any], Any]]] = [
-    ("faust Consumer._drain_messages / _add_gap / getmany / track_message",
+    ("faust Consumer._drain_messages / _add_gap / getmany",
      lambda app: [getattr(app.transport.Consumer, n) for n in ("_drain_messages", "_add_gap", "getmany",
-                                                             "track_message", "consumer_stopped_errors")]),
+                                                             "consumer_stopped_errors")]),
     ("faust Producer._producer / _transaction_producers / _trn_locks",
      lambda app: [getattr(app.transport.Producer, n) for n in ("_producer", "_transaction_producers", "_trn_locks")]),
     ("faust rocksdb Store._db_for_partition / _visible_items / set_persisted_offset",

@@ -92,18 +92,18 @@ DUPLICATE, REDELIVERED = "duplicate", "redelivered"
 
 def already_applied(state: UserState | None, event_id: str | None, position: Position | None) -> str | None:
     """``DUPLICATE`` or ``REDELIVERED`` if the user's state already includes this event, else None."""
+    return _applied(state, None if event_id is None else event_id_hash(event_id), position)
+
+
+def _applied(state: UserState | None, id_hash: int | None, position: Position | None) -> str | None:
+    """``already_applied`` with the event id's hash computed by the caller (once per event)."""
     if state is None:
         return None
-    if event_id is not None and event_id_hash(event_id) in state.recent_ids:
+    if id_hash is not None and id_hash in state.recent_ids:
         return DUPLICATE
     if position is not None and position[1] <= state.offsets[position[0]]:
         return REDELIVERED
     return None
-
-
-def is_redelivery(state: UserState | None, event_id: str | None, position: Position | None) -> bool:
-    """Whether the user's state already includes this event (see the module docstring)."""
-    return already_applied(state, event_id, position) is not None
 
 
 def process(bundle: Bundle, states: Sequence[UserState | None], events: Sequence[Interaction], *,
@@ -143,9 +143,8 @@ def process(bundle: Bundle, states: Sequence[UserState | None], events: Sequence
         active = []
         for i in wave:
             state = current[events[i].user_id]
-            if state is not None and ((hashes[i] is not None and hashes[i] in state.recent_ids) or
-                                      (where[i] is not None and where[i][1] <= state.offsets[where[i][0]])):
-                new_states[i] = state  # applied before (see already_applied): nothing changes, nothing is emitted
+            if _applied(state, hashes[i], where[i]):
+                new_states[i] = state  # applied before: nothing changes, nothing is emitted
             else:
                 active.append(i)
         if not active:

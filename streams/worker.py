@@ -52,21 +52,21 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
-from faust.exceptions import ConsumerNotStarted
-from faust.web import Request, Response, View
 
 from export import contract
 from export.manifest import Manifest
 from export.runtime import Bundle
-from streams import codec, faust_adapter
+from streams import faust_adapter, views
 from streams.batch import EMITTED, Plan, Rules, plan_batch
 from streams.config import ConfigError, WorkerConfig
+from streams.expiry import expire_idle_states
 from streams.inbox import Inbox
+from streams.logic import DUPLICATE, REDELIVERED
 from streams.pipeline import Pipeline
 from streams.progress import APPLY, REPLAYED, REWIND
 from streams.security import faust_credentials
-from streams.sequencer import Sequencer, is_progress_key
-from streams.state import StateError, UserState, last_ts_of
+from streams.sequencer import Sequencer
+from streams.state import StateError, UserState
 from streams.topics import ensure_topics, mismatch
 from streams.writer import KeyPartitioner, Outbox
 
@@ -161,19 +161,12 @@ class Worker:
         app.task(self._consume)
         app.timer(self.sequencer.stall_s / 3, name="unstall_partitions")(self._unstall)
         if self.config.state_ttl:
-            app.timer(self.config.ttl_sweep, name="expire_idle_states")(self.expire_idle_states)
+            app.timer(self.config.ttl_sweep, name="expire_idle_states")(self._expire)
         app.on_worker_init.connect(self._on_worker_init)
+        views.register(self)
 
-        # Faust makes a View class of a page function: plain functions (bound to the view), not methods.
-        async def recommendations(web: View, request: Request, user_id: str) -> Response:
-            return await self._recommendations_view(web, request, user_id)
-
-        async def health(web: View, request: Request) -> Response:
-            return await self._health_view(web, request)
-
-        app.page("/recommendations/{user_id}")(app.table_route(table=self.states, match_info="user_id")(
-            recommendations))
-        app.page("/health")(health)
+    async def _expire(self) -> None:
+        await expire_idle_states(self)
 
     def _on_worker_init(self, app: faust.App, **kwargs: Any) -> None:
         self.prepare_local_state()
@@ -334,7 +327,7 @@ class Worker:
         or follows one that committed them)."""
         counts = plan.counts()
         for reason, n in counts.items():
-            if reason not in (EMITTED, "duplicate", "redelivered"):
+            if reason not in (EMITTED, DUPLICATE, REDELIVERED):
                 self.rejected[reason] += n
                 self.counts["rejected"] += n
                 log.info("%d dead letter(s): %s", n, reason)
@@ -491,77 +484,6 @@ class Worker:
     def mark_stopped(self) -> None:
         """After a clean stop (``streamrec worker`` calls it once Faust has closed the tables)."""
         self.running_marker.unlink(missing_ok=True)
-
-    # ---- expiry of idle users (--state-ttl) --------------------------------------------------
-    async def expire_idle_states(self) -> int:
-        """Delete the states of users idle longer than ``--state-ttl`` in event time (the newest event time
-        applied, never ahead of the clock), in this worker's active partitions; each deletion is a
-        tombstone in the changelog. Returns how many expired; counts the sweep (``ttl_sweeps``)."""
-        if not self.config.state_ttl or not self.stream_time:
-            self.counts["ttl_sweeps"] += 1
-            return 0
-        horizon = min(self.stream_time, int(time.time() * 1000)) - int(self.config.state_ttl * 1000)
-        n = 0
-        for partition in sorted(tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.changelog):
-            db = faust_adapter.partition_db(self.states, partition)
-            idle = [key for key, blob in faust_adapter.visible_items(self.states, db)
-                    if not is_progress_key(key) and last_ts_of(blob) < horizon]
-            for i, key in enumerate(idle):
-                blob = db.get(key)  # again: an event may have arrived since the scan (no await between)
-                if key in self.stepping or key in self.pending or blob is None or last_ts_of(blob) >= horizon:
-                    continue
-                db.delete(key)
-                faust_adapter.forget_key(self.states, key)
-                self.states.send_changelog(partition, key, None, key_serializer="raw", value_serializer="raw")
-                n += 1
-                if i % 1000 == 999:
-                    await asyncio.sleep(0)  # let events through during a long sweep
-        if n:
-            self.counts["expired"] += n
-            log.info("expired %d idle user states (last event before %d)", n, horizon)
-        self.counts["ttl_sweeps"] += 1
-        return n
-
-    # ---- web views ---------------------------------------------------------------------------
-    async def _recommendations_view(self, web: View, request: Request, user_id: str) -> Response:
-        """The user's latest recommendation list (404 before their first event, 400 for a bad id)."""
-        problem = codec.id_problem(user_id)
-        if problem:
-            return web.error(400, f"user id {problem}")
-        if self.bundle is None:
-            return web.error(503, "the worker is still starting")
-        key = user_id.encode("utf-8")
-        blob = self.pending.get(key) or self.states.get(key)
-        if blob is None:
-            return web.error(404, "no events for this user yet", user_id=user_id)
-        state = UserState.unpack(blob)
-        items = self.bundle.items
-        return web.json({"user_id": user_id, "items": [items.token(i) for i in state.top_items],
-                         "scores": state.top_scores.tolist(), "model_version": self.manifest.model_version,
-                         "events": state.count, "last_ts": state.last_ts})
-
-    async def _health_view(self, web: View, request: Request) -> Response:
-        """Readiness (model loaded, partitions assigned) and counters since start: messages received
-        (new records, in their partition's order); events emitted (applied, one recommendation each),
-        duplicate (a repeated event id, dropped), redelivered (a finished record delivered again, after a
-        crash or a rewind: skipped), processed (emitted + duplicate), rejected (dead letters) and per
-        reason, expired states and ttl_sweeps, rewound (partitions sought back over records the consumer
-        skipped or stalled on), absent (offsets that turned out not to exist); batch_sizes (micro-batches
-        per power-of-two size bucket); the step's moving average; whether torch is loaded (it never should
-        be). Without crashes: produced = processed + rejected."""
-        try:
-            assigned = bool(self.app.consumer.assignment())
-        except ConsumerNotStarted:
-            assigned = False
-        counts = self.counts
-        return web.json({"model_version": self.manifest.model_version, "table": self.table_name,
-                         "ready": self.bundle is not None and assigned and not self.app.rebalancing,
-                         "bundle_loaded": self.bundle is not None, "torch_imported": "torch" in sys.modules,
-                         "counts": {**counts, "processed": counts["emitted"] + counts["duplicate"]},
-                         "rejected": dict(self.rejected), "stream_time": self.stream_time,
-                         "batch_sizes": dict(sorted(self.batch_sizes.items(), key=lambda kv: int(kv[0]))),
-                         "step_ms_avg": round(1000 * self.step_s, 3) if self.step_s < 1.0 else None})
-
 
 def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     started = time.perf_counter()
