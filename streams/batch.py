@@ -26,6 +26,7 @@ from typing import Protocol
 from export.runtime import Bundle
 from streams import codec
 from streams.logic import REDELIVERED, Recommendation, already_applied, process
+from streams.partitioner import KeyPartitioner, wrong_partition_message
 from streams.state import UserState
 
 log = logging.getLogger("streamrec.worker")
@@ -66,6 +67,7 @@ class Rules:
     output_topic: str
     dlq_topic: str
     model_version: str
+    partitions: int = 0  # of the input topics (the table's); 0: no partition rule (streams/partitioner.py)
 
 
 @dataclass
@@ -84,16 +86,29 @@ class Plan:
         return Counter(self.outcomes)
 
 
-def decode(records: Sequence[RecordLike], rules: Rules) -> list[codec.Parsed | codec.Rejected]:
-    """Parse and validate every record (``streams.codec.parse_event``)."""
-    return [codec.parse_event(r.key, r.value, rules.kinds[r.topic], rules.event_types) for r in records]
+def decode(records: Sequence[RecordLike], rules: Rules,
+           partition_of: KeyPartitioner | None = None) -> list[codec.Parsed | codec.Rejected]:
+    """Parse and validate every record (``streams.codec.parse_event``); with ``rules.partitions``, a
+    valid record must be on its key's murmur2 partition (``streams.partitioner``), else it is
+    rejected as ``wrong_partition``."""
+    out = [codec.parse_event(r.key, r.value, rules.kinds[r.topic], rules.event_types) for r in records]
+    n = rules.partitions
+    if n:
+        partition_of = partition_of or KeyPartitioner()
+        for i, r in enumerate(records):
+            if isinstance(out[i], codec.Parsed):
+                expected = partition_of(r.key, n)  # type: ignore[arg-type]  # parse_event rejects keyless records
+                if expected != r.partition:
+                    out[i] = codec.Rejected(codec.WRONG_PARTITION, wrong_partition_message(expected, r.partition, n))
+    return out
 
 
 def plan_batch(bundle: Bundle, records: Sequence[RecordLike], states: Mapping[bytes, UserState | None], rules: Rules,
-               *, now_ms: int, decoded: Sequence[codec.Parsed | codec.Rejected] | None = None) -> Plan:
+               *, now_ms: int, decoded: Sequence[codec.Parsed | codec.Rejected] | None = None,
+               partition_of: KeyPartitioner | None = None) -> Plan:
     """Decode, step and encode one batch (see the module docstring). ``states`` holds the stored state
-    of every user key in ``records`` (None: no state yet)."""
-    decoded = decode(records, rules) if decoded is None else decoded
+    of every user key in ``records`` (None: no state yet); ``partition_of`` caches key partitions."""
+    decoded = decode(records, rules, partition_of) if decoded is None else decoded
     good = [i for i, d in enumerate(decoded) if isinstance(d, codec.Parsed)]
     recs, new_states, failed = _step(bundle, records, decoded, good, states, rules)
     plan = Plan(outcomes=[""] * len(records))

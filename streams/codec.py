@@ -66,9 +66,10 @@ INVALID_ID = "invalid_id"
 UNKNOWN_EVENT_TYPE = "unknown_event_type"
 BAD_TS = "bad_ts"
 KEY_MISMATCH = "key_mismatch"
+WRONG_PARTITION = "wrong_partition"  # the worker's rule, not parse_event's: see streams/partitioner.py
 PROCESSING_ERROR = "processing_error"  # raised by the worker itself, not by parse_event
 REASONS = (TOO_LARGE, MISSING_KEY, NOT_UTF8, INVALID_JSON, NOT_AN_OBJECT, MISSING_FIELD, WRONG_TYPE,
-           INVALID_ID, UNKNOWN_EVENT_TYPE, BAD_TS, KEY_MISMATCH, PROCESSING_ERROR)
+           INVALID_ID, UNKNOWN_EVENT_TYPE, BAD_TS, KEY_MISMATCH, WRONG_PARTITION, PROCESSING_ERROR)
 
 
 @dataclass(frozen=True, slots=True)

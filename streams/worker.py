@@ -62,13 +62,14 @@ from streams.config import ConfigError, WorkerConfig
 from streams.expiry import expire_idle_states
 from streams.inbox import Inbox
 from streams.logic import DUPLICATE, REDELIVERED
+from streams.partitioner import KeyPartitioner
 from streams.pipeline import Pipeline
 from streams.progress import APPLY, REPLAYED, REWIND
 from streams.security import faust_credentials
 from streams.sequencer import Sequencer
 from streams.state import StateError, UserState
 from streams.topics import ensure_topics, mismatch
-from streams.writer import KeyPartitioner, Outbox
+from streams.writer import Outbox
 
 log = logging.getLogger("streamrec.worker")
 
@@ -126,7 +127,7 @@ class Worker:
         self.slots = {config.clicks_topic: 0, config.browses_topic: 1}  # UserState.offsets slots
         self.rules = Rules(kinds=config.kinds, slots=self.slots, event_types=frozenset(self.manifest.event_types),
                            k=self.k, output_topic=config.output_topic, dlq_topic=config.dlq_topic,
-                           model_version=self.manifest.model_version)
+                           model_version=self.manifest.model_version, partitions=config.partitions)
         self.counts: Counter[str] = Counter()  # received / emitted / duplicate / redelivered / rejected / ...
         self.rejected: Counter[str] = Counter()  # per reason code
         self.batch_sizes: Counter[str] = Counter()  # power-of-two bucket -> batches
@@ -282,10 +283,12 @@ class Worker:
             assert bundle is not None
             now = int(time.time() * 1000)
             if self.step_s < INLINE_STEP_S:
-                plan, seconds = _timed(plan_batch, bundle, records, states, self.rules, now_ms=now)
+                plan, seconds = _timed(plan_batch, bundle, records, states, self.rules, now_ms=now,
+                                       partition_of=self.partitioner)
             else:
                 plan, seconds = await asyncio.get_running_loop().run_in_executor(
-                    self.inference, lambda: _timed(plan_batch, bundle, records, states, self.rules, now_ms=now))
+                    self.inference, lambda: _timed(plan_batch, bundle, records, states, self.rules, now_ms=now,
+                                                   partition_of=self.partitioner))
         finally:
             self.stepping = set()
         self.step_s = seconds if self.step_s >= 1.0 else 0.9 * self.step_s + 0.1 * seconds

@@ -16,23 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka.partitioner import murmur2
-
-
-class KeyPartitioner:
-    """Kafka's default partition of a key (murmur2), cached per key (user ids repeat)."""
-
-    def __init__(self, limit: int = 1_000_000) -> None:
-        self._cache: dict[tuple[bytes, int], int] = {}
-        self._limit = limit
-
-    def __call__(self, key: bytes, n_partitions: int) -> int:
-        hit = self._cache.get((key, n_partitions))
-        if hit is None:
-            if len(self._cache) >= self._limit:
-                self._cache.clear()
-            hit = self._cache[(key, n_partitions)] = (murmur2(key) & 0x7FFFFFFF) % n_partitions
-        return hit
+from streams.partitioner import KeyPartitioner
 
 
 class Outbox:

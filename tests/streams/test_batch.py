@@ -4,6 +4,7 @@ the key partitioner against aiokafka's."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 
@@ -17,8 +18,8 @@ from streams import codec
 from streams.batch import EMITTED, Record, Rules, plan_batch
 from streams.inbox import Inbox
 from streams.state import UserState
+from streams.partitioner import KeyPartitioner
 from streams.worker import batch_bucket
-from streams.writer import KeyPartitioner
 from tests.factories import small_events
 
 CLICKS, BROWSES = "clicks", "browses"
@@ -152,6 +153,36 @@ def test_key_partitioner_matches_kafkas_default() -> None:
         for i in range(40):
             key = f"user-{i}".encode()
             assert mine(key, n) == DefaultPartitioner()(key, list(range(n)), list(range(n)))
+
+
+def test_a_record_off_its_keys_murmur2_partition_is_a_dead_letter(bundle: Bundle, events: list[Interaction]) -> None:
+    """With the input topics' partition count in the rules, a valid record must sit on its key's murmur2
+    partition (what the Java client, kafka-python and aiokafka do); elsewhere (a librdkafka producer's
+    CRC32) it becomes a ``wrong_partition`` dead letter, the user gets no second state, the rest goes on."""
+    partition_of, n = KeyPartitioner(), 8
+    records = [dataclasses.replace(r, partition=partition_of(r.key, n)) for r in to_records(events[:60])]
+    off = [5, 17, 40]  # moved to the next partition, as another partitioner would put them
+    for i in off:
+        records[i] = dataclasses.replace(records[i], partition=(records[i].partition + 1) % n)
+    records.append(Record(b"u-bad", b"{not json", CLICKS, 0, 999))  # invalid anyway: its own reason first
+    strict = dataclasses.replace(rules(bundle), partitions=n)
+    plan = plan_batch(bundle, records, {r.key: None for r in records}, strict, now_ms=1, partition_of=partition_of)
+    assert [i for i, o in enumerate(plan.outcomes) if o == codec.WRONG_PARTITION] == off
+    assert plan.outcomes[-1] == codec.INVALID_JSON
+    assert plan.outcomes.count(EMITTED) == len(records) - len(off) - 1
+    dead = {i: codec.decode_dead_letter(v) for i, topic, _, v in plan.outputs if topic == "dlq"}
+    for i in off:
+        want = partition_of(records[i].key, n)
+        assert dead[i]["reason"] == codec.WRONG_PARTITION and dead[i]["value"] == records[i].value
+        assert f"belongs on partition {want} of 8" in dead[i]["message"] and "murmur2_random" in dead[i]["message"]
+    # the same records, stepped without the moved ones, give the same lists: nothing of theirs reached a state
+    kept = [r for i, r in enumerate(records[:-1]) if i not in off]
+    alone = plan_batch(bundle, kept, {r.key: None for r in kept}, strict, now_ms=1, partition_of=partition_of)
+    assert [v for _, t, _, v in plan.outputs if t == "recs"] == [v for _, t, _, v in alone.outputs if t == "recs"]
+    assert {k: s.pack() for k, (_, _, s) in plan.states.items()} == {k: s.pack() for k, (_, _, s) in alone.states.items()}
+    # without a partition count (the default) the rule is off
+    loose = plan_batch(bundle, records[:-1], {r.key: None for r in records}, rules(bundle), now_ms=1)
+    assert set(loose.outcomes) == {EMITTED}
 
 
 def test_batch_buckets_are_powers_of_two() -> None:
