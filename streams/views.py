@@ -1,12 +1,18 @@
 """The worker's HTTP endpoints (read-only; Faust serves them on ``--web-port``).
 
     GET /recommendations/{user_id}   the user's latest list (routed to the worker owning the key)
-    GET /health                      readiness and counters since start
+    GET /ready                       200 once lookups can be answered, else 503 with the reason (probes)
+    GET /health                      liveness: always 200, readiness and counters since start
+
+Until the worker can route a lookup (model loaded, partitions assigned, no rebalance under way,
+partition metadata known), ``/recommendations`` and ``/ready`` answer 503 with ``Retry-After`` and
+the reason, and the worker logs one line per reason, not a traceback per request.
 """
 from __future__ import annotations
 
+import logging
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from faust.exceptions import ConsumerNotStarted
 from faust.web import Request, Response, View
@@ -16,6 +22,11 @@ from streams.state import UserState
 
 if TYPE_CHECKING:
     from streams.worker import Worker
+
+log = logging.getLogger("streamrec.worker")
+
+#: Seconds a client should wait before asking again while the worker cannot answer yet.
+RETRY_AFTER_S = 1
 
 
 def register(worker: Worker) -> None:
@@ -29,9 +40,45 @@ def register(worker: Worker) -> None:
     async def health_page(web: View, request: Request) -> Response:
         return await health(worker, web, request)
 
-    app.page("/recommendations/{user_id}")(app.table_route(table=worker.states, match_info="user_id")(
-        recommendations_page))
+    async def ready_page(web: View, request: Request) -> Response:
+        problem = not_ready(worker)
+        return unavailable(worker, web, problem) if problem else web.json({"ready": True})
+
+    routed = app.table_route(table=worker.states, match_info="user_id")(recommendations_page)
+
+    async def guarded_page(web: View, request: Request, user_id: str) -> Response:
+        problem = not_ready(worker)  # faust's router fails with a TypeError (500) before metadata is known
+        return unavailable(worker, web, problem) if problem else await routed(web, request, user_id=user_id)
+
+    app.page("/recommendations/{user_id}")(guarded_page)
+    app.page("/ready")(ready_page)
     app.page("/health")(health_page)
+
+
+def not_ready(worker: Worker) -> str | None:
+    """Why the worker cannot answer or route a lookup yet, or None once it can."""
+    if worker.bundle is None:
+        return "the model is still loading"
+    app = worker.app
+    if app.rebalancing:
+        return "partitions are being assigned (rebalance)"
+    try:
+        if not app.consumer.assignment():
+            return "no partitions assigned yet"
+        if app.consumer.key_partition(worker.changelog, b"") is None:
+            return "partition metadata is not known yet"
+    except ConsumerNotStarted:
+        return "the Kafka consumer is starting"
+    return None
+
+
+def unavailable(worker: Worker, web: Any, problem: str) -> Response:
+    """503 with Retry-After; one log line per reason (the reasons are few), not one per request."""
+    if problem not in worker.http_refusals:
+        log.info("HTTP lookups answer 503 until the worker is ready: %s", problem)
+    worker.http_refusals[problem] = worker.http_refusals.get(problem, 0) + 1
+    return web.error(503, f"not ready: {problem}", headers={"Retry-After": str(RETRY_AFTER_S)},
+                     retry_after_s=RETRY_AFTER_S)
 
 
 async def recommendations(worker: Worker, web: View, request: Request, user_id: str) -> Response:
@@ -39,8 +86,6 @@ async def recommendations(worker: Worker, web: View, request: Request, user_id: 
     problem = codec.id_problem(user_id)
     if problem:
         return web.error(400, f"user id {problem}")
-    if worker.bundle is None:
-        return web.error(503, "the worker is still starting")
     key = user_id.encode("utf-8")
     blob = worker.pending.get(key) or worker.states.get(key)
     if blob is None:
@@ -60,13 +105,9 @@ async def health(worker: Worker, web: View, request: Request) -> Response:
     skipped or stalled on), absent (offsets that turned out not to exist); batch_sizes (micro-batches
     per power-of-two size bucket); the step's moving average; whether torch is loaded (it never should
     be). Without crashes: produced = processed + rejected."""
-    try:
-        assigned = bool(worker.app.consumer.assignment())
-    except ConsumerNotStarted:
-        assigned = False
     counts = worker.counts
     return web.json({"model_version": worker.manifest.model_version, "table": worker.table_name,
-                     "ready": worker.bundle is not None and assigned and not worker.app.rebalancing,
+                     "ready": not_ready(worker) is None,
                      "bundle_loaded": worker.bundle is not None, "torch_imported": "torch" in sys.modules,
                      "counts": {**counts, "processed": counts["emitted"] + counts["duplicate"]},
                      "rejected": dict(worker.rejected), "stream_time": worker.stream_time,

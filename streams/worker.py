@@ -137,6 +137,7 @@ class Worker:
         # At-least-once: user key -> packed state whose events' recommendations Kafka has not acknowledged
         # yet; the table gets it only then, the user's next events read it from here.
         self.pending: dict[bytes, bytes] = {}
+        self.http_refusals: dict[str, int] = {}  # reason -> HTTP requests answered 503 for it (streams/views.py)
         self.stepping: set[bytes] = set()  # keys of the batch being stepped (the expiry sweep skips them)
         self.stream_time = 0  # newest event time applied (epoch ms): the clock of --state-ttl
         self.inbox = Inbox(min(config.batch_max, config.in_flight), config.batch_wait)
