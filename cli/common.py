@@ -1,11 +1,15 @@
-"""Flags shared by several commands (data selection), and loading data with clear errors."""
+"""Flags shared by several commands (data selection, Kafka security), and loading data with clear errors."""
 from __future__ import annotations
 
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cli.main import CliError
+
+if TYPE_CHECKING:
+    from streams.config import KafkaSecurity
 
 DATA_HELP = """\
 data formats (--format):
@@ -33,6 +37,37 @@ def add_data_flags(p: argparse.ArgumentParser, required: bool = True, protocol: 
     if protocol:
         g.add_argument("--protocol", default="loo-full", choices=["loo-full", "temporal"],
                        help="evaluation protocol (default: loo-full)")
+
+
+SECURITY_HELP = """\
+kafka security (the same flags and variables for streamrec worker, replay and evaluate-live; a flag wins):
+  --security-protocol SASL_SSL --sasl-mechanism SCRAM-SHA-512 --sasl-username U, with the password in
+  STREAMREC_SASL_PASSWORD (command lines are visible to every user of the machine); --ssl-cafile PEM
+  when the brokers' certificates are not signed by a CA of the system. Every Kafka client of the
+  command uses them. A refused login stops the command with "cannot reach Kafka ... check the
+  credentials" once the connection attempts time out (kafka-python reports no more than that).
+"""
+
+
+def add_security_flags(p: argparse.ArgumentParser) -> None:
+    """--security-protocol, --sasl-*, --ssl-*: one group, spelled and explained alike for every command."""
+    from streams.config import SECURITY_SETTINGS, KafkaSecurity
+
+    g = p.add_argument_group("kafka security")
+    for s in SECURITY_SETTINGS:
+        default = getattr(KafkaSecurity, s.field)
+        shown = "" if "default:" in s.help else f" (default: {'none' if default is None else default})"
+        g.add_argument(s.flag, dest=s.field, metavar=s.metavar, default=None, help=f"{s.help} [{s.env}]{shown}")
+
+
+def security_of(args: argparse.Namespace) -> KafkaSecurity:
+    """The command's ``KafkaSecurity``: flags over ``STREAMREC_*`` variables, checked (CliError says what is wrong)."""
+    from streams.config import SECURITY_SETTINGS, ConfigError, KafkaSecurity
+
+    try:
+        return KafkaSecurity.from_env(os.environ, **{s.field: getattr(args, s.field) for s in SECURITY_SETTINGS})
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 def load_events(args: argparse.Namespace):

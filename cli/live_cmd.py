@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from cli.common import add_data_flags, load_events
+from cli.common import SECURITY_HELP, add_data_flags, load_events, security_of
 from cli.main import CliError
 from cli.replay_cmd import FORMATS_HELP, add_kafka_flags, topics_of
 
@@ -34,7 +34,8 @@ percentiles (input record timestamp -> recommendation record timestamp, ms) and 
 
 EPILOG = """\
 environment (a flag wins): STREAMREC_BROKERS, STREAMREC_CLICKS_TOPIC, STREAMREC_BROWSES_TOPIC,
-STREAMREC_OUTPUT_TOPIC, STREAMREC_DLQ_TOPIC (as for streamrec replay and streamrec worker).
+STREAMREC_OUTPUT_TOPIC, STREAMREC_DLQ_TOPIC, and the kafka security variables below (as for
+streamrec replay and streamrec worker).
 The topics are read from their beginning: use fresh topics (or a fresh broker) per experiment.
 
 examples:
@@ -43,9 +44,10 @@ examples:
                           --plots live/ --report live/report.json --compare-offline
   streamrec evaluate-live --data D --format recbole --bundle bundles/ml --json --timeout 30
 Exit status: 0 when every target and input was answered, 1 when the timeout cut it short (the
-report says what is missing), 2 on a usage error.
+report says what is missing), 2 on a usage error or when Kafka cannot be reached (a refused login
+included).
 
-""" + FORMATS_HELP
+""" + SECURITY_HELP + "\n" + FORMATS_HELP
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         raise CliError(f"--timeout {args.timeout}: must be > 0 seconds")
     topics = topics_of(args)
+    security = security_of(args)
     try:
         bundle = Bundle.load(args.bundle)
     except BundleError as exc:
@@ -90,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     say = (lambda s: print(f"[evaluate-live] {s}", file=sys.stderr, flush=True))
     log = LiveLog(event_id(u, p) for u, p in sp.test)
     try:
-        collect(args.brokers, topics, log, timeout=args.timeout, progress=not args.no_progress, say=say)
+        collect(args.brokers, topics, log, timeout=args.timeout, progress=not args.no_progress, say=say,
+                security=security)
     except ReplayError as exc:
         raise CliError(str(exc)) from None
     report = build_report(log, sp, bundle.items, bundle.k, bundle.version)

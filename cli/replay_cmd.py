@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from cli.common import DATA_HELP, add_data_flags, load_events
+from cli.common import DATA_HELP, SECURITY_HELP, add_data_flags, add_security_flags, load_events, security_of
 
 FORMATS_HELP = DATA_HELP.split("protocols (--protocol)")[0]  # these commands take no --protocol
 from cli.main import CliError
@@ -37,6 +37,7 @@ environment (a flag wins):
   STREAMREC_OUTPUT_TOPIC    --output-topic   (default recommendations)
   STREAMREC_DLQ_TOPIC       --dlq-topic      (default events.dlq)
   STREAMREC_PARTITIONS      --partitions     (default 8)
+  STREAMREC_SECURITY_PROTOCOL, STREAMREC_SASL_*, STREAMREC_SSL_*: the kafka security flags (below)
 Missing input topics are created with --partitions partitions (what the worker expects).
 
 examples:
@@ -47,9 +48,10 @@ examples:
                    --cutoff temporal --rate 500 --log sent.jsonl          (only the test period, 500 events/s)
   streamrec replay --data D --format F --from-ts 2024-01-01T00:00:00Z --order none --json
 Then: streamrec evaluate-live --data D --format F --bundle B --brokers $BROKERS
-Exit status: 0 when every event was acknowledged, 1 when some failed (listed), 2 on a usage error.
+Exit status: 0 when every event was acknowledged, 1 when some failed (listed), 2 on a usage error
+or when Kafka cannot be reached (a refused login included).
 
-""" + FORMATS_HELP
+""" + SECURITY_HELP + "\n" + FORMATS_HELP
 
 
 def env_default(name: str, fallback: str) -> str:
@@ -90,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def add_kafka_flags(p: argparse.ArgumentParser, partitions: bool = True) -> None:
-    """--brokers and the topic names, with the worker's environment variables as defaults."""
+    """--brokers, the topic names and the security flags, with the worker's environment variables as defaults."""
     g = p.add_argument_group("kafka")
     g.add_argument("--brokers", default=env_default("STREAMREC_BROKERS", "127.0.0.1:9092"), metavar="HOST:PORT[,..]",
                    help="bootstrap servers [STREAMREC_BROKERS] (default %(default)s)")
@@ -105,6 +107,7 @@ def add_kafka_flags(p: argparse.ArgumentParser, partitions: bool = True) -> None
         g.add_argument("--partitions", type=int, default=int(env_default("STREAMREC_PARTITIONS", "8")), metavar="N",
                        help="partitions of input topics that have to be created [STREAMREC_PARTITIONS] "
                             "(default %(default)s)")
+    add_security_flags(p)
 
 
 def topics_of(args: argparse.Namespace):
@@ -133,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from model.splits import cutoff
     from streams.replay import ReplayConfig, ReplayError, plan, replay
 
-    topics = topics_of(args)
+    topics, security = topics_of(args), security_of(args)
     if args.partitions < 1 or (args.limit is not None and args.limit < 0) or args.hold_timeout <= 0:
         raise CliError("--partitions and --hold-timeout must be positive, --limit not negative")
     if args.rate is not None and args.rate <= 0:
@@ -149,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     if from_ts is not None:
         say(f"{len(messages)} of {len(events)} events at/after ts={from_ts:.0f}")
     config = ReplayConfig(brokers=args.brokers, topics=topics, order=args.order, rate=args.rate,
-                          hold_timeout=args.hold_timeout, partitions=args.partitions, linger_ms=args.linger_ms)
+                          hold_timeout=args.hold_timeout, partitions=args.partitions, linger_ms=args.linger_ms,
+                          security=security)
     try:
         if args.log:
             with open(args.log, "w", encoding="utf-8") as log:

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from cli.common import SECURITY_HELP, add_security_flags
 from cli.main import CliError
 
 DESCRIPTION = """\
@@ -40,8 +41,6 @@ Stop with Ctrl-C or SIGTERM: the worker finishes the events in flight and commit
 guarantees: at-least-once (default) may repeat a recommendation after a crash, with the same
   "source": consumers drop repeats by source. exactly-once uses Kafka transactions: consumers
   read with isolation.level=read_committed. Either way a user's state applies each event once.
-security: --security-protocol SASL_SSL --sasl-mechanism SCRAM-SHA-512 --sasl-username U, with the
-  password in STREAMREC_SASL_PASSWORD (command lines are visible to every user of the machine).
 bounds: messages over 8,192 bytes, ids over 256 characters and timestamps outside 1973..2100
   (epoch ms) are dead-lettered; --state-ttl 30d expires idle users' states (tombstones).
 
@@ -50,23 +49,25 @@ examples:
   streamrec worker --bundle bundles/m1 --brokers $BROKERS
   curl localhost:6066/recommendations/u1
   STREAMREC_BUNDLE=bundles/m1 STREAMREC_BROKERS=$BROKERS faust -A streams.app worker   (same worker)
-"""
+
+""" + SECURITY_HELP
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from streams.config import SETTINGS, WorkerConfig
+    from streams.config import SECURITY_FIELDS, SETTINGS, WorkerConfig
 
     parser = subparsers.add_parser(
         "worker", help="run the streaming worker: Kafka events -> per-user state -> top-k recommendations",
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = {f: getattr(WorkerConfig, f, None) for f in (s.field for s in SETTINGS)}
-    for s in SETTINGS:
+    for s in (s for s in SETTINGS if s.field not in SECURITY_FIELDS):
         default = defaults[s.field]
         shown = ("required" if s.field == "bundle" else "the bundle's k" if s.field == "k" else
                  "none" if default is None else f"{1000 * default:g}" if s.field == "batch_wait" else
                  str(default).replace("_", "-"))
         parser.add_argument(s.flag, dest=s.field, metavar=s.metavar, default=None,
                             help=f"{s.help} [{s.env}] ({'' if shown == 'required' else 'default: '}{shown})")
+    add_security_flags(parser)  # the same group as replay's and evaluate-live's
     parser.set_defaults(func=run)
 
 
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from export.manifest import BundleError
     from streams.config import SETTINGS, ConfigError, WorkerConfig
     from streams.faust_adapter import AdapterError
+    from streams.security import unreachable
 
     try:
         config = WorkerConfig.from_env(os.environ, **{s.field: getattr(args, s.field) for s in SETTINGS})
@@ -95,12 +97,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, BundleError, AdapterError) as exc:
         raise CliError(str(exc)) from None
     except KafkaError as exc:
-        if config.security_protocol != "PLAINTEXT":  # kafka-python reports a failed login as a timeout
-            raise CliError(f"cannot reach Kafka at {config.brokers} with {config.security_protocol} ({exc}): "
-                           "is it running with such a listener there? If so, check the credentials "
-                           "(--sasl-mechanism, --sasl-username, STREAMREC_SASL_PASSWORD, --ssl-cafile)") from None
-        raise CliError(f"cannot reach Kafka at {config.brokers} ({exc}): is it running? "
-                       "(start one with `streamrec kafka start`)") from None
+        raise CliError(unreachable(config.brokers, config.security, exc)) from None
     # Faust's own command line parses sys.argv: hand it the `worker` command alone.
     # Faust spells the levels crit|error|warn|info|debug
     level = {"warning": "warn", "critical": "crit"}.get(config.log_level, config.log_level)

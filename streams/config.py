@@ -1,4 +1,5 @@
-"""``WorkerConfig``: every setting of the streaming worker, read once at the edge.
+"""``WorkerConfig``: every setting of the streaming worker, read once at the edge; ``KafkaSecurity``:
+the SSL/SASL part, which ``streamrec replay`` and ``streamrec evaluate-live`` read the same way.
 
 Each setting has a command-line flag (``streamrec worker --help``) and an environment variable;
 a flag wins over the variable, the variable over the default. ``streamrec worker`` writes its
@@ -34,13 +35,18 @@ worker`` (which can only read the environment) and the CLI see the same configur
     STREAMREC_SSL_CAFILE      CA bundle (PEM) that signed the brokers' certificates  (system CAs)
     STREAMREC_SSL_CERTFILE    client certificate (PEM), for brokers that require one
     STREAMREC_SSL_KEYFILE     the client certificate's private key (PEM)
+
+The last seven (``SECURITY_SETTINGS``) form ``KafkaSecurity``: one definition, one validation and
+the same flags for every command that talks to Kafka (``cli/common.py`` adds them to a parser;
+``streams/security.py`` hands them to aiokafka and kafka-python). ``WorkerConfig.security`` is the
+worker's.
 """
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 GUARANTEES = {"at-least-once": "at_least_once", "exactly-once": "exactly_once"}
@@ -59,7 +65,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
-    """How one ``WorkerConfig`` field is spelled on the command line and in the environment."""
+    """How one ``WorkerConfig`` (or ``KafkaSecurity``) field is spelled on the command line and in the environment."""
 
     field: str
     flag: str
@@ -67,6 +73,20 @@ class Setting:
     metavar: str
     help: str
 
+
+SECURITY_SETTINGS = (  # KafkaSecurity's fields: shared by worker, replay and evaluate-live
+    Setting("security_protocol", "--security-protocol", "STREAMREC_SECURITY_PROTOCOL", "|".join(SECURITY_PROTOCOLS),
+            "how to talk to Kafka (passed to every Kafka client of the command)"),
+    Setting("sasl_mechanism", "--sasl-mechanism", "STREAMREC_SASL_MECHANISM", "|".join(SASL_MECHANISMS),
+            "SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)"),
+    Setting("sasl_username", "--sasl-username", "STREAMREC_SASL_USERNAME", "USER", "SASL user name"),
+    Setting("sasl_password", "--sasl-password", "STREAMREC_SASL_PASSWORD", "SECRET",
+            "SASL password; prefer the environment variable (command lines are visible in ps)"),
+    Setting("ssl_cafile", "--ssl-cafile", "STREAMREC_SSL_CAFILE", "PEM",
+            "CA certificates that signed the brokers' (with SSL or SASL_SSL; default: the system's)"),
+    Setting("ssl_certfile", "--ssl-certfile", "STREAMREC_SSL_CERTFILE", "PEM", "client certificate (mutual TLS)"),
+    Setting("ssl_keyfile", "--ssl-keyfile", "STREAMREC_SSL_KEYFILE", "PEM", "the client certificate's private key"),
+)
 
 SETTINGS = (
     Setting("bundle", "--bundle", "STREAMREC_BUNDLE", "DIR", "the exported model bundle (streamrec export --out DIR)"),
@@ -113,18 +133,7 @@ SETTINGS = (
             "against the newest event time the worker has seen (never later than its clock); deletions "
             "reach the changelog as tombstones"),
     Setting("ttl_sweep", "--ttl-sweep", "STREAMREC_TTL_SWEEP", "SECONDS", "seconds between two expiry sweeps"),
-    Setting("security_protocol", "--security-protocol", "STREAMREC_SECURITY_PROTOCOL", "|".join(SECURITY_PROTOCOLS),
-            "how to talk to Kafka (SSL and SASL are passed to every client of the worker)"),
-    Setting("sasl_mechanism", "--sasl-mechanism", "STREAMREC_SASL_MECHANISM", "|".join(SASL_MECHANISMS),
-            "SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)"),
-    Setting("sasl_username", "--sasl-username", "STREAMREC_SASL_USERNAME", "USER", "SASL user name"),
-    Setting("sasl_password", "--sasl-password", "STREAMREC_SASL_PASSWORD", "SECRET",
-            "SASL password; prefer the environment variable (command lines are visible in ps)"),
-    Setting("ssl_cafile", "--ssl-cafile", "STREAMREC_SSL_CAFILE", "PEM",
-            "CA certificates that signed the brokers' (with SSL or SASL_SSL; default: the system's)"),
-    Setting("ssl_certfile", "--ssl-certfile", "STREAMREC_SSL_CERTFILE", "PEM", "client certificate (mutual TLS)"),
-    Setting("ssl_keyfile", "--ssl-keyfile", "STREAMREC_SSL_KEYFILE", "PEM", "the client certificate's private key"),
-)
+) + SECURITY_SETTINGS
 
 
 def parse_duration(name: str, text: str) -> float:
@@ -146,6 +155,75 @@ def _positive(name: str) -> Callable[[str], int]:
             raise ConfigError(f"{name} must be at least 1, got {value}")
         return value
     return parse
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How a command's Kafka clients connect: protocol, SASL login, TLS files (``SECURITY_SETTINGS`` spells them).
+
+    ``streamrec worker``, ``replay`` and ``evaluate-live`` build it from the same flags and variables
+    (``from_env``) and refuse the same mistakes with the same messages.
+    """
+
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)  # never in a log line or a traceback
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(f"--security-protocol/STREAMREC_SECURITY_PROTOCOL: {self.security_protocol!r} is not "
+                              f"one of {list(SECURITY_PROTOCOLS)}")
+        if self.sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigError(f"--sasl-mechanism/STREAMREC_SASL_MECHANISM: {self.sasl_mechanism!r} is not one of "
+                              f"{list(SASL_MECHANISMS)}")
+        if self.uses_sasl and not (self.sasl_username and self.sasl_password):
+            raise ConfigError(f"--security-protocol {self.security_protocol} needs --sasl-username and a password "
+                              "(STREAMREC_SASL_USERNAME, STREAMREC_SASL_PASSWORD)")
+        for s in SECURITY_SETTINGS:
+            path = getattr(self, s.field)
+            if s.field.startswith("ssl_") and path is not None and not Path(path).is_file():
+                raise ConfigError(f"{s.flag}/{s.env}: {path} is not a file")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ConfigError("--ssl-certfile and --ssl-keyfile go together (a client certificate and its key)")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> KafkaSecurity:
+        """Settings from ``env`` (default ``os.environ``), then ``overrides`` (flags) that are not None."""
+        env = os.environ if env is None else env
+        raw: dict[str, object] = {s.field: env[s.env] for s in SECURITY_SETTINGS if env.get(s.env, "") != ""}
+        raw.update({name: value for name, value in overrides.items() if value is not None})
+        values: dict[str, object] = {}
+        for name, value in raw.items():
+            text = str(value).strip()
+            if name == "security_protocol":  # sasl-plaintext, sasl_plaintext and SASL_PLAINTEXT alike
+                values[name] = text.upper().replace("-", "_")
+            elif name == "sasl_mechanism":
+                values[name] = text.upper()
+            elif name.startswith("ssl_"):
+                values[name] = Path(text).expanduser()
+            else:
+                values[name] = text
+        return cls(**values)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes ``from_env`` rebuild these settings."""
+        return {s.env: str(getattr(self, s.field)) for s in SECURITY_SETTINGS if getattr(self, s.field) is not None}
+
+
+SECURITY_FIELDS = tuple(s.field for s in SECURITY_SETTINGS)
+assert SECURITY_FIELDS == tuple(f.name for f in fields(KafkaSecurity)), "SECURITY_SETTINGS must list every field"
 
 
 @dataclass(frozen=True)
@@ -174,10 +252,11 @@ class WorkerConfig:
     batch_wait: float = 0.001  # seconds a micro-batch waits for more records (flag and variable: ms)
     state_ttl: float = 0.0  # seconds of event time; 0 = states never expire
     ttl_sweep: float = 60.0  # seconds between expiry sweeps
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str = "PLAIN"
+    # KafkaSecurity's fields, flat, so that each has its own flag and variable (``security`` bundles them)
+    security_protocol: str = KafkaSecurity.security_protocol
+    sasl_mechanism: str = KafkaSecurity.sasl_mechanism
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
@@ -206,21 +285,12 @@ class WorkerConfig:
                               "Kafka's default minimum of 6 s")
         if self.state_ttl < 0 or self.ttl_sweep <= 0:
             raise ConfigError("--state-ttl must be >= 0 and --ttl-sweep > 0")
-        if self.security_protocol not in SECURITY_PROTOCOLS:
-            raise ConfigError(f"--security-protocol/STREAMREC_SECURITY_PROTOCOL: {self.security_protocol!r} is not "
-                              f"one of {list(SECURITY_PROTOCOLS)}")
-        if self.sasl_mechanism not in SASL_MECHANISMS:
-            raise ConfigError(f"--sasl-mechanism/STREAMREC_SASL_MECHANISM: {self.sasl_mechanism!r} is not one of "
-                              f"{list(SASL_MECHANISMS)}")
-        if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
-            raise ConfigError(f"--security-protocol {self.security_protocol} needs --sasl-username and a password "
-                              "(STREAMREC_SASL_USERNAME, STREAMREC_SASL_PASSWORD)")
-        for s in SETTINGS:
-            path = getattr(self, s.field)
-            if s.field.startswith("ssl_") and path is not None and not Path(path).is_file():
-                raise ConfigError(f"{s.flag}/{s.env}: {path} is not a file")
-        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
-            raise ConfigError("--ssl-certfile and --ssl-keyfile go together (a client certificate and its key)")
+        KafkaSecurity(**{name: getattr(self, name) for name in SECURITY_FIELDS})  # refuses what it cannot use
+
+    @property
+    def security(self) -> KafkaSecurity:
+        """The worker's Kafka security settings, as ``replay`` and ``evaluate-live`` hold theirs."""
+        return KafkaSecurity(**{name: getattr(self, name) for name in SECURITY_FIELDS})
 
     @property
     def broker_urls(self) -> list[str]:
@@ -236,22 +306,23 @@ class WorkerConfig:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> WorkerConfig:
         """Settings from ``env`` (default ``os.environ``), then ``overrides`` that are not None."""
         env = os.environ if env is None else env
-        raw: dict[str, object] = {s.field: env[s.env] for s in SETTINGS if env.get(s.env, "") != ""}
+        flags = {name: overrides.pop(name) for name in SECURITY_FIELDS if name in overrides}
+        raw: dict[str, object] = {s.field: env[s.env] for s in SETTINGS
+                                  if s.field not in SECURITY_FIELDS and env.get(s.env, "") != ""}
         raw.update({name: value for name, value in overrides.items() if value is not None})
         if not raw.get("bundle"):
             raise ConfigError("no bundle: pass --bundle DIR or set STREAMREC_BUNDLE "
                               "(make one with: streamrec export --model RUN --out DIR)")
+        security = KafkaSecurity.from_env(env, **flags)
         values: dict[str, object] = {}
         for name, value in raw.items():
             text = str(value).strip()
             if name in ("partitions", "replication", "k", "web_port", "threads", "in_flight", "batch_max"):
                 values[name] = _positive(_describe(name))(text)
-            elif name in ("bundle", "data_dir", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            elif name in ("bundle", "data_dir"):
                 values[name] = Path(text)
             elif name in ("state_ttl", "ttl_sweep", "session_timeout"):
                 values[name] = parse_duration(_describe(name), text)
-            elif name in ("security_protocol", "sasl_mechanism"):
-                values[name] = text.upper().replace("-", "_") if name == "security_protocol" else text.upper()
             elif name == "guarantee":
                 values[name] = GUARANTEES.get(text.replace("_", "-"), text)
             elif name == "batch_wait":
@@ -265,7 +336,7 @@ class WorkerConfig:
                 values[name] = text.lower()
             else:
                 values[name] = text
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values, **{name: getattr(security, name) for name in SECURITY_FIELDS})  # type: ignore[arg-type]
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes ``from_env`` rebuild this config."""

@@ -34,7 +34,9 @@ import numpy as np
 from model.metrics import MISS, rank_in_list, summarize
 from model.splits import Split
 from model.vocab import Vocab
+from streams.config import KafkaSecurity
 from streams.replay import Coords, Topics, event_id, parse_event_id, source_of
+from streams.security import kafka_python_kwargs, unreachable
 
 PERCENTILES = (50, 95, 99)
 
@@ -262,9 +264,10 @@ def build_report(log: LiveLog, sp: Split, items: Vocab, k: int, model_version: s
 
 # ---- Kafka ----------------------------------------------------------------------------------
 def collect(brokers: str, topics: Topics, log: LiveLog, timeout: float = 60.0, progress: bool = True,
-            say: Callable[[str], None] = lambda s: None) -> LiveLog:
+            say: Callable[[str], None] = lambda s: None, security: KafkaSecurity = KafkaSecurity()) -> LiveLog:
     """Read the four topics from the beginning into ``log`` until it is done, or nothing new came
-    for ``timeout`` seconds. Topics that do not exist yet are picked up when they appear."""
+    for ``timeout`` seconds. Topics that do not exist yet are picked up when they appear. ``security``:
+    how the consumer connects (SASL/SSL, as the worker's)."""
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
     from tqdm import tqdm
@@ -276,10 +279,9 @@ def collect(brokers: str, topics: Topics, log: LiveLog, timeout: float = 60.0, p
                                  isolation_level="read_committed", allow_auto_create_topics=False,
                                  check_crcs=False,  # pure-Python CRC32C: 2/3 of the reading time
                                  fetch_max_wait_ms=100, bootstrap_timeout_ms=10000,
-                                 client_id="streamrec-evaluate-live")
+                                 client_id="streamrec-evaluate-live", **kafka_python_kwargs(security))
     except KafkaError as exc:
-        raise ReplayError(f"cannot reach Kafka at {brokers} ({exc}): pass its address with --brokers "
-                          "or STREAMREC_BROKERS") from None
+        raise ReplayError(unreachable(brokers, security, exc)) from None
     kinds = {topics.clicks: "input", topics.browses: "input", topics.output: "output", topics.dlq: "dlq"}
     assigned: set[TopicPartition] = set()
 

@@ -5,6 +5,7 @@ way in. From Python::
 
     messages = plan(load(path, fmt), Topics(), from_ts=None)   # pure: what goes where, in order
     summary = replay(messages, ReplayConfig(brokers="127.0.0.1:9092"))
+    ReplayConfig(brokers=..., security=KafkaSecurity.from_env())  # SASL/SSL: the worker's STREAMREC_* settings
 
 What a message is: key = user id (UTF-8), value = compact JSON ``{"user_id", "item_id", "ts",
 "event_type", "event_id"}``. Clicks go to the clicks topic, browses to the browses topic, every
@@ -35,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import IO
 
+from streams.config import KafkaSecurity
 from streams.replay_plan import (  # noqa: F401 - re-exported: the replay's public names
     ORDERS,
     Coords,
@@ -48,6 +50,7 @@ from streams.replay_plan import (  # noqa: F401 - re-exported: the replay's publ
     plan,
     timestamp_order,
 )
+from streams.security import kafka_python_kwargs, unreachable
 
 
 class ReplayError(RuntimeError):
@@ -75,6 +78,7 @@ class ReplayConfig:
     replication: int = 1
     linger_ms: int | None = None  # producer linger; None: see linger_of
     wait_output: float = 60.0  # strict: how long to wait for the output topic to exist
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)  # of every client: admin, producer, watcher
 
     def __post_init__(self) -> None:
         if self.order not in ORDERS:
@@ -124,17 +128,16 @@ def _servers(brokers: str) -> list[str]:
 
 
 def ensure_topics(brokers: str, topics: Topics, partitions: int, replication: int, strict: bool,
-                  wait_output: float, say: Callable[[str], None]) -> None:
+                  wait_output: float, say: Callable[[str], None], security: KafkaSecurity = KafkaSecurity()) -> None:
     """Create missing input topics (``partitions`` each); in strict mode wait for the output topic."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
     try:
         admin = KafkaAdminClient(bootstrap_servers=_servers(brokers), client_id="streamrec-replay-admin",
-                                 request_timeout_ms=15000, bootstrap_timeout_ms=10000)
+                                 request_timeout_ms=15000, bootstrap_timeout_ms=10000, **kafka_python_kwargs(security))
     except KafkaError as exc:
-        raise ReplayError(f"cannot reach Kafka at {brokers} ({exc}): start one with `streamrec kafka start` "
-                          "and pass its address with --brokers or STREAMREC_BROKERS") from None
+        raise ReplayError(unreachable(brokers, security, exc)) from None
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics.inputs if t not in existing]
@@ -167,7 +170,7 @@ class OutputWatcher(threading.Thread):
     """Reads the output and dead-letter topics from their current ends and reports the ``source``
     coordinates of each record (``queue`` of (topic, partition, offset))."""
 
-    def __init__(self, brokers: str, topics: Topics):
+    def __init__(self, brokers: str, topics: Topics, security: KafkaSecurity = KafkaSecurity()):
         super().__init__(name="streamrec-replay-watch", daemon=True)
         from kafka import KafkaConsumer, TopicPartition
 
@@ -176,7 +179,7 @@ class OutputWatcher(threading.Thread):
         self.consumer = KafkaConsumer(bootstrap_servers=_servers(brokers), group_id=None, enable_auto_commit=False,
                                       isolation_level="read_committed", allow_auto_create_topics=False,
                                       check_crcs=False, fetch_max_wait_ms=20, bootstrap_timeout_ms=10000,
-                                      client_id="streamrec-replay-watch")
+                                      client_id="streamrec-replay-watch", **kafka_python_kwargs(security))
         tps = [TopicPartition(t, p) for t in (topics.output, topics.dlq)
                for p in sorted(self.consumer.partitions_for_topic(t) or ())]
         self.consumer.assign(tps)
@@ -222,14 +225,18 @@ def replay(messages: Sequence[Message], config: ReplayConfig, progress: bool = T
 
     strict = config.order == "strict"
     ensure_topics(config.brokers, config.topics, config.partitions, config.replication, strict,
-                  config.wait_output, say)
+                  config.wait_output, say, config.security)
     try:
         producer = KafkaProducer(bootstrap_servers=_servers(config.brokers), acks="all", linger_ms=linger_of(config),
                                  enable_idempotence=True, allow_auto_create_topics=False,
-                                 client_id="streamrec-replay")
+                                 client_id="streamrec-replay", **kafka_python_kwargs(config.security))
     except KafkaError as exc:
-        raise ReplayError(f"cannot connect a producer to {config.brokers}: {exc}") from None
-    watcher = OutputWatcher(config.brokers, config.topics) if strict else None
+        raise ReplayError(unreachable(config.brokers, config.security, exc)) from None
+    try:
+        watcher = OutputWatcher(config.brokers, config.topics, config.security) if strict else None
+    except KafkaError as exc:
+        producer.close(timeout=1)
+        raise ReplayError(unreachable(config.brokers, config.security, exc)) from None
     gate = OrderGate(strict, config.hold_timeout)
     handles: dict[int, _Sent] = {}  # seq -> send future
     bar = tqdm(total=len(messages), desc="replay", unit="ev", disable=not progress, smoothing=0.1)

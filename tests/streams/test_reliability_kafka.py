@@ -22,9 +22,9 @@ from export.runtime import Bundle
 from model.events import Interaction, by_user
 from streams.broker import Broker, free_port, start_broker
 from tests.factories import small_events
-from tests.streams.workers import (ATOL, Distinct, Names, Reader, Worker, assert_equal_to_offline, check_complete,
-                                   final_states, one_topic_per_user, produce, reference, sorted_by_production,
-                                   start_worker)
+from tests.streams.workers import (ATOL, SASL_PASSWORD, SASL_USER, Distinct, Names, Reader, Worker,
+                                   assert_equal_to_offline, check_complete, final_states, one_topic_per_user, produce,
+                                   reference, sasl_listener, sorted_by_production, start_worker)
 
 
 @pytest.fixture
@@ -183,22 +183,11 @@ def wait_for_sweeps(worker: Worker, at_least: int, timeout: float = 30.0) -> dic
         time.sleep(0.2)
 
 
-SASL_USER, SASL_PASSWORD = "streamrec", "s3cret-pw"
-
-
 @pytest.mark.kafka
 def test_sasl_settings_pass_through(own_broker: Callable[..., Broker], tmp_path: Path, bundle_dir: Path,
                                     bundle: Bundle, by_hand: Callable) -> None:
     sasl_port = free_port()
-    jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" '
-            f'password="admin-pw" user_admin="admin-pw" user_{SASL_USER}="{SASL_PASSWORD}";')
-    kafka = own_broker({
-        "listeners": f"PLAINTEXT://127.0.0.1:{{port}},CONTROLLER://127.0.0.1:{{controller_port}},"
-                     f"SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{{port}},SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
-        "sasl.enabled.mechanisms": "PLAIN",
-        "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas})
+    kafka = own_broker(sasl_listener(sasl_port))
     names, sasl = Names(), f"127.0.0.1:{sasl_port}"
     auth = ["--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "PLAIN", "--sasl-username", SASL_USER]
 

@@ -94,6 +94,24 @@ def start_worker(broker: str, bundle_dir: Path, names: Names, data_dir: Path, *e
     return Worker(proc, log, port)
 
 
+SASL_USER, SASL_PASSWORD = "streamrec", "s3cret-pw"
+
+
+def sasl_listener(sasl_port: int) -> dict[str, str]:
+    """Broker settings (``start_broker(extra_config=...)``) that add a SASL_PLAINTEXT listener on
+    ``sasl_port`` (mechanism PLAIN, one client user: SASL_USER with SASL_PASSWORD) beside the
+    PLAINTEXT one, through which a test can still look at the topics."""
+    jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" '
+            f'password="admin-pw" user_admin="admin-pw" user_{SASL_USER}="{SASL_PASSWORD}";')
+    return {
+        "listeners": f"PLAINTEXT://127.0.0.1:{{port}},CONTROLLER://127.0.0.1:{{controller_port}},"
+                     f"SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{{port}},SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas}
+
+
 class Reader:
     """Reads a topic from the beginning, all partitions, incrementally."""
 
