@@ -81,6 +81,7 @@ class Plan:
     states: dict[bytes, tuple[int, int, UserState]] = field(default_factory=dict)
     outcomes: list[str] = field(default_factory=list)
     stream_time: int = 0  # the newest event time applied (epoch ms), 0 if none
+    event_times: list[int] = field(default_factory=list)  # event_ts of each recommendation, in order (metrics)
 
     def counts(self) -> Counter[str]:
         return Counter(self.outcomes)
@@ -133,6 +134,7 @@ def plan_batch(bundle: Bundle, records: Sequence[RecordLike], states: Mapping[by
         plan.outcomes[i] = EMITTED
         plan.states[r.key] = (i, r.partition, new)
         plan.stream_time = max(plan.stream_time, rec.event_ts)
+        plan.event_times.append(rec.event_ts)
         plan.outputs.append((i, rules.output_topic, r.key, codec.encode_recommendation(
             rec.user_id, rec.items, rec.scores, rules.model_version, r, rec.event_ts, now_ms)))
     return plan

@@ -3,6 +3,7 @@
     GET /recommendations/{user_id}   the user's latest list (routed to the worker owning the key)
     GET /ready                       200 once lookups can be answered, else 503 with the reason (probes)
     GET /health                      liveness: always 200, readiness and counters since start
+    GET /metrics                     Prometheus text format (streams/metrics.py)
 
 Until the worker can route a lookup (model loaded, partitions assigned, no rebalance under way,
 partition metadata known), ``/recommendations`` and ``/ready`` answer 503 with ``Retry-After`` and
@@ -18,6 +19,7 @@ from faust.exceptions import ConsumerNotStarted
 from faust.web import Request, Response, View
 
 from streams import codec
+from streams.metrics import CONTENT_TYPE
 from streams.state import UserState
 
 if TYPE_CHECKING:
@@ -50,7 +52,11 @@ def register(worker: Worker) -> None:
         problem = not_ready(worker)  # faust's router fails with a TypeError (500) before metadata is known
         return unavailable(worker, web, problem) if problem else await routed(web, request, user_id=user_id)
 
+    async def metrics_page(web: View, request: Request) -> Response:
+        return web.bytes(worker.metrics.exposition(), content_type=CONTENT_TYPE)
+
     app.page("/recommendations/{user_id}")(guarded_page)
+    app.page("/metrics")(metrics_page)
     app.page("/ready")(ready_page)
     app.page("/health")(health_page)
 

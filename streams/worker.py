@@ -52,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
+import numpy as np
 
 from export import contract
 from export.manifest import Manifest
@@ -62,6 +63,7 @@ from streams.config import ConfigError, WorkerConfig
 from streams.expiry import expire_idle_states
 from streams.inbox import Inbox
 from streams.logic import DUPLICATE, REDELIVERED
+from streams.metrics import WorkerMetrics, count_users
 from streams.partitioner import KeyPartitioner
 from streams.pipeline import Pipeline
 from streams.progress import APPLY, REPLAYED, REWIND
@@ -82,6 +84,8 @@ ROCKSDB_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "
 #: 5 ms switch interval each time): measured on ml-100k at 795 events/s offered, p50 latency 22-25 ms
 #: with batches in the thread, 17 ms inline; the drain rate is the same either way.
 INLINE_STEP_S = 0.05
+#: Seconds between two counts of the state table's users (when GET /metrics is scraped).
+USERS_COUNT_S = 30.0
 
 
 def read_manifest(config: WorkerConfig) -> Manifest:
@@ -138,6 +142,11 @@ class Worker:
         # yet; the table gets it only then, the user's next events read it from here.
         self.pending: dict[bytes, bytes] = {}
         self.http_refusals: dict[str, int] = {}  # reason -> HTTP requests answered 503 for it (streams/views.py)
+        self.metrics = WorkerMetrics(self)  # GET /metrics (streams/metrics.py)
+        self._users: int | None = None  # the last count of the state table's users (state_users)
+        self._users_count: asyncio.Future[int] | None = None
+        self._users_counted_at = -USERS_COUNT_S
+        self._counting = ThreadPoolExecutor(1, thread_name_prefix="streamrec-count")
         self.stepping: set[bytes] = set()  # keys of the batch being stepped (the expiry sweep skips them)
         self.stream_time = 0  # newest event time applied (epoch ms): the clock of --state-ttl
         self.inbox = Inbox(min(config.batch_max, config.in_flight), config.batch_wait)
@@ -185,7 +194,7 @@ class Worker:
             if bundle.version != self.manifest.model_version:
                 raise ConfigError(f"bundle {self.config.bundle} changed since start ({self.manifest.model_version} -> "
                                   f"{bundle.version}): restart the worker")
-            self.bundle = bundle
+            self.bundle = self.metrics.timed(bundle)  # type: ignore[assignment]  # a Bundle whose steps are timed
         return self.bundle
 
     def ensure_topics(self) -> None:
@@ -266,6 +275,7 @@ class Worker:
         fresh = [m for i, m in enumerate(admitted) if i not in replayed]
         self.counts["received"] += len(fresh)
         self.batch_sizes[batch_bucket(len(admitted))] += 1
+        self.metrics.batch_size.observe(len(admitted))
         plan = await self._plan(fresh) if fresh else Plan()
         n = len(admitted)
         while self.in_flight and self.in_flight + n > self.config.in_flight:  # a batch alone always goes
@@ -293,6 +303,9 @@ class Worker:
         finally:
             self.stepping = set()
         self.step_s = seconds if self.step_s >= 1.0 else 0.9 * self.step_s + 0.1 * seconds
+        self.metrics.batch_seconds.observe(seconds)
+        if plan.event_times:
+            self.metrics.freshness.observe_many((now - np.asarray(plan.event_times, dtype=np.float64)) / 1000)
         self.stream_time = max(self.stream_time, plan.stream_time)
         return plan
 
@@ -343,14 +356,14 @@ class Worker:
             last[m.tp] = m.offset
         if self.exactly_once:
             futures = await self._write_in_transactions(fresh, plan, blobs, last)
-            return self._complete(admitted, futures, counts[EMITTED], None, None)
+            return self._complete(admitted, futures, counts[EMITTED], None, None, fresh)
         for key, (_, _, blob) in blobs.items():
             self.pending[key] = blob
         box = self._outbox(faust_adapter.plain_producer(self.app))
         for _, topic, key, value in plan.outputs:
             box.add(topic, key, value)
         futures = await box.send()
-        return self._complete(admitted, futures, counts[EMITTED], blobs, last)
+        return self._complete(admitted, futures, counts[EMITTED], blobs, last, fresh)
 
     def _outbox(self, producer: Any) -> Outbox:
         return Outbox(producer, self._partitions_of, self.partitioner)
@@ -427,12 +440,16 @@ class Worker:
             self._room.set()
 
     async def _complete(self, admitted: list[Any], futures: list[Any], emitted: int,
-                        blobs: dict[bytes, tuple[int, int, bytes]] | None, last: dict[Any, int] | None) -> None:
+                        blobs: dict[bytes, tuple[int, int, bytes]] | None, last: dict[Any, int] | None,
+                        fresh: list[Any]) -> None:
         """Run by the pipeline, in arrival order: wait for the batch's writes; at-least-once, then store
         its states and its partitions' progress (in this order: one changelog partition holds both);
         count it; acknowledge every record to Faust."""
         for future in futures:
             await future
+        if fresh:  # Kafka timestamps (seconds) of the new records -> their writes acknowledged
+            stamps = np.fromiter((m.timestamp for m in fresh), dtype=np.float64, count=len(fresh))
+            self.metrics.publish_latency.observe_many(time.time() - stamps)
         if blobs is not None and last is not None:
             local: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
             box = self._outbox(faust_adapter.plain_producer(self.app))
@@ -460,6 +477,45 @@ class Worker:
     async def _pipeline_failed(self, exc: BaseException) -> None:
         log.critical("streamrec worker stops: writing an event's results failed: %r", exc)
         await self.app.crash(exc)
+
+    # ---- what GET /metrics reads when scraped -------------------------------------------------
+    def is_ready(self) -> bool:
+        return views.not_ready(self) is None
+
+    def _assigned_inputs(self) -> list[Any]:
+        try:
+            return sorted(tp for tp in self.app.assignor.assigned_actives() if tp.topic in self.sequencer.inputs)
+        except Exception:  # noqa: BLE001 - not assigned yet (starting, rebalancing)
+            return []
+
+    def consumer_lag(self) -> list[tuple[Any, int]]:
+        """(input partition, records in Kafka past its last finished offset) per assigned input partition
+        whose end offset is known; a partition with nothing finished yet counts from offset 0."""
+        out = []
+        for tp in self._assigned_inputs():
+            high = self.app.consumer.highwater(tp)
+            if high is not None:
+                finished = self.sequencer.finished(tp)
+                out.append((tp, max(0, high - (finished + 1 if finished is not None else 0))))
+        return out
+
+    def state_users(self) -> int | None:
+        """Users in the local state table (assigned partitions): the last exact count of its keys, progress
+        keys left out, None before the first one. Scraping starts a new count in a thread of its own when
+        the last is older than ``USERS_COUNT_S`` (RocksDB's own estimate counts every overwrite in its
+        memtable: 20 events of one user count 20 until a flush). Counting costs ~1.5 us a user."""
+        if self._users_count is None and time.monotonic() - self._users_counted_at >= USERS_COUNT_S:
+            dbs = [faust_adapter.partition_db(self.states, p)
+                   for p in sorted({tp.partition for tp in self._assigned_inputs()})]
+            if dbs:
+                self._users_count = asyncio.get_running_loop().run_in_executor(self._counting, count_users, dbs)
+                self._users_count.add_done_callback(self._users_counted)
+        return self._users
+
+    def _users_counted(self, future: asyncio.Future[int]) -> None:
+        self._users_count, self._users_counted_at = None, time.monotonic()
+        if not future.cancelled() and future.exception() is None:
+            self._users = future.result()
 
     def _partition_problem(self, topic: str) -> str | None:
         """Why ``topic`` cannot feed the table (another partition count: its events would land in the wrong
