@@ -25,10 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def make_bundle(n_items: int, out: Path, k: int, m: int) -> Path:
     import torch
 
-    from export.onnx_export import write_bundle
-    from model.checkpoint import Checkpoint
-    from model.lstm import LSTMConfig, LSTMRecommender
-    from model.vocab import Vocab
+    from streamrec.export.onnx_export import write_bundle
+    from streamrec.model.checkpoint import Checkpoint
+    from streamrec.model.lstm import LSTMConfig, LSTMRecommender
+    from streamrec.model.vocab import Vocab
 
     torch.manual_seed(0)
     model = LSTMRecommender(LSTMConfig(n_items=n_items, n_event_types=4)).eval()
@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--m", type=int, default=50)
     a = ap.parse_args()
-    from export.runtime import Bundle
+    from streamrec.export.runtime import Bundle
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

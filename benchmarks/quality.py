@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cli.tables import metrics_table
-from model.config import TrainConfig
-from model.data import load
-from model.events import Interaction, by_user
-from model.pipeline import train
+from streamrec.cli.tables import metrics_table
+from streamrec.model.config import TrainConfig
+from streamrec.model.data import load
+from streamrec.model.events import Interaction, by_user
+from streamrec.model.pipeline import train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STREAMREC_DATA", ROOT.parent / "shared" / "data"))

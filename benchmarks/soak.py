@@ -248,7 +248,7 @@ def stream_events(a: argparse.Namespace, work: Path) -> tuple[list[str], dict]:
     """Write the first minutes x 60 x rate synthetic events (time order) to a CSV; its replay flags."""
     from collections import Counter
 
-    from model.synth import CSV_COLUMNS, SynthConfig, generate, write_csv
+    from streamrec.model.synth import CSV_COLUMNS, SynthConfig, generate, write_csv
 
     want = math.ceil(a.minutes * 60 * a.rate)
     users = a.users
@@ -270,7 +270,7 @@ def stream_events(a: argparse.Namespace, work: Path) -> tuple[list[str], dict]:
 
 
 def train_events(a: argparse.Namespace) -> list:
-    from model.synth import SynthConfig, generate
+    from streamrec.model.synth import SynthConfig, generate
 
     # the same seed and catalog: the item structure is drawn first, so these are the first users of the stream data
     return generate(SynthConfig(users=min(TRAIN_USERS, a.users), items=a.items, seed=0))
@@ -566,7 +566,7 @@ def main() -> int:
         say("model: " + ("reusing " + a.bundle if a.bundle else f"training on {TRAIN_USERS:,} users (dim 32, hidden "
                          f"64, {a.epochs} epochs) and exporting (k 20, m 50)"))
         bundle_dir, doc["bundle"] = make_bundle(a, [] if a.bundle else train_events(a), work)
-        from export.manifest import Manifest
+        from streamrec.export.manifest import Manifest
 
         mf = Manifest.from_json((bundle_dir / "manifest.json").read_text())
         doc["bundle"].update(model_version=mf.model_version, n_items=mf.n_items, layers=mf.layers, hidden=mf.hidden,
@@ -578,7 +578,7 @@ def main() -> int:
             brokers = a.brokers
         else:
             say("starting Kafka")
-            from streams.broker import start_broker
+            from streamrec.streams.broker import start_broker
 
             broker = start_broker(name=None, record_state=False, die_with_parent=True, data_dir=work / "kafka")
             brokers = broker.bootstrap

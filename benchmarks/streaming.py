@@ -7,9 +7,12 @@
         --out benchmarks/results/streaming-dev.json                              (a short trial, ~3 min)
 
 Run it from a separate worktree of the commit to measure, so that edits in the working clone cannot
-reach a run midway (the environment's editable install points at the clone):
+reach a run midway (the environment's editable install points at the clone). The streamrec.*
+namespace maps onto the top-level folders, so PYTHONPATH gets a folder whose streamrec/ links them:
     PY=$(./run env)/bin/python; DATA=$PWD/../shared/data     # in the clone (./run links the clone it runs in)
-    git worktree add /tmp/wt HEAD && cd /tmp/wt && STREAMREC_DATA=$DATA PYTHONPATH=/tmp/wt $PY benchmarks/streaming.py
+    git worktree add /tmp/wt HEAD && mkdir -p /tmp/wt-path/streamrec && \
+      for p in model export streams cli; do ln -sfn /tmp/wt/$p /tmp/wt-path/streamrec/$p; done
+    cd /tmp/wt && STREAMREC_DATA=$DATA PYTHONPATH=/tmp/wt-path:/tmp/wt $PY benchmarks/streaming.py
 
 Data: ml-100k (../shared/data/ml-100k/ml-100k.inter, or under $STREAMREC_DATA), else synthetic
 click/browse streams (model.synth); --events N keeps the first N in time order. A small model
@@ -145,7 +148,7 @@ def first_users(events: list, n: int | None) -> list:
 
 
 def csv_flags(events: list, path: Path) -> list[str]:
-    from model.synth import CSV_COLUMNS, write_csv
+    from streamrec.model.synth import CSV_COLUMNS, write_csv
 
     return ["--data", str(write_csv(events, path)), "--format", "csv", "--columns", CSV_COLUMNS]
 
@@ -157,7 +160,7 @@ def describe(events: list) -> dict:
 
 def synthetic(want: int, items: int) -> tuple[list, dict]:
     """Synthetic click/browse events (model.synth, seed 0), at least ``want`` of them."""
-    from model.synth import SynthConfig, generate
+    from streamrec.model.synth import SynthConfig, generate
 
     users = math.ceil(want / 30)  # ~36 events per synthetic user on average
     while True:
@@ -169,7 +172,7 @@ def synthetic(want: int, items: int) -> tuple[list, dict]:
 
 def load_data(a: argparse.Namespace, work: Path) -> tuple[list, list[str], dict]:
     """The main events, the --data/--format flags the CLI commands get, and a description."""
-    from model.data import load
+    from streamrec.model.data import load
 
     if a.data:
         path, fmt = Path(a.data), a.fmt
@@ -195,7 +198,7 @@ def load_data(a: argparse.Namespace, work: Path) -> tuple[list, list[str], dict]
 
 def large_data(a: argparse.Namespace, work: Path) -> tuple[list, list, list[str], dict]:
     """The Beauty-sized data: every event (to train on), the first --large-events (to replay), their flags."""
-    from model.data import load
+    from streamrec.model.data import load
 
     if a.large_source == "beauty":
         events = load(BEAUTY, "sequences")
@@ -218,10 +221,10 @@ def large_data(a: argparse.Namespace, work: Path) -> tuple[list, list, list[str]
 
 def train_bundle(events: list, out: Path, epochs: int, name: str) -> tuple[Path, dict]:
     """Train the small model (dim 32, hidden 64, TEMPORAL-stream) on ``events``; export it (k 20, m 50)."""
-    from export.onnx_export import export_bundle
-    from model import checkpoint
-    from model.config import TrainConfig
-    from model.pipeline import train
+    from streamrec.export.onnx_export import export_bundle
+    from streamrec.model import checkpoint
+    from streamrec.model.config import TrainConfig
+    from streamrec.model.pipeline import train
 
     la, t0 = loadavg(), time.monotonic()
     run_dir, bundle_dir = out / "model", out / "bundle"
@@ -236,7 +239,7 @@ def train_bundle(events: list, out: Path, epochs: int, name: str) -> tuple[Path,
 
 
 def bundle_info(bundle_dir: Path, info: dict) -> dict:
-    from export.manifest import Manifest
+    from streamrec.export.manifest import Manifest
 
     mf = Manifest.from_json((bundle_dir / "manifest.json").read_text())
     return {**info, "model_version": mf.model_version, "n_items": mf.n_items, "layers": mf.layers,
@@ -248,7 +251,7 @@ def bundle_info(bundle_dir: Path, info: dict) -> dict:
 # ---- ceiling --------------------------------------------------------------------------------
 def ceiling(bundle_dir: Path, batches, a: argparse.Namespace, into: dict | None = None) -> dict:
     """The bare ONNX step (benchmarks/onnx_step.py rate(), 1 thread) at each batch size not in ``into`` yet."""
-    from export.runtime import Bundle
+    from streamrec.export.runtime import Bundle
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from onnx_step import rate  # the same loop as the ceiling benchmark
@@ -533,7 +536,7 @@ def main() -> int:
         s.save()
 
         say("starting Kafka")
-        from streams.broker import start_broker
+        from streamrec.streams.broker import start_broker
 
         broker = start_broker(name="bench-streaming", data_dir=work / "kafka", die_with_parent=True,
                               record_state=False)

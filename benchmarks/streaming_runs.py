@@ -28,7 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cli.processes import Processes as SharedProcesses
+from streamrec.cli.processes import Processes as SharedProcesses
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = {"at-least-once": "alo", "exactly-once": "eos"}
@@ -66,7 +66,7 @@ class Processes(SharedProcesses):
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cli.main", *args]
+    return [sys.executable, "-m", "streamrec.cli.main", *args]
 
 
 def health(port: int) -> dict:
@@ -235,7 +235,7 @@ class Bench:
                      log_level: str = "warning") -> tuple[subprocess.Popen, int, float]:
         """Start a worker; returns it, its web port and the seconds from launch to /health ready
         (``proc.ready_ms``: the wall clock, epoch ms, when ready was first seen)."""
-        from streams.broker import free_port
+        from streamrec.streams.broker import free_port
 
         port = free_port()
         name = name or f"worker-{label}"
@@ -412,7 +412,7 @@ def paced_produce(brokers: str, clicks: str, browses: str, events: list, rate: f
 
     from aiokafka import AIOKafkaProducer
 
-    from streams.replay_plan import Topics, plan
+    from streamrec.streams.replay_plan import Topics, plan
 
     messages = plan(events, Topics(clicks=clicks, browses=browses))
 

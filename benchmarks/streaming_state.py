@@ -17,9 +17,9 @@ from streaming_runs import Bench, get_json, loadavg
 
 
 def packed_state_bytes(bundle_dir: Path) -> dict:
-    from export.runtime import Bundle
-    from streams.logic import initial_state
-    from streams.state import RECENT_IDS, UserState
+    from streamrec.export.runtime import Bundle
+    from streamrec.streams.logic import initial_state
+    from streamrec.streams.state import RECENT_IDS, UserState
 
     bundle = Bundle.load(bundle_dir, threads=1)
     mf = bundle.manifest
@@ -38,7 +38,7 @@ def rocksdb_state(data_dir: Path) -> dict:
     try:
         from rocksdict import AccessType, Options, Rdict
 
-        from streams.sequencer import is_progress_key  # the worker's own bookkeeping keys
+        from streamrec.streams.sequencer import is_progress_key  # the worker's own bookkeeping keys
 
         keys = values = users = 0
         dbs = sorted(p for p in data_dir.rglob("*.db") if p.is_dir())

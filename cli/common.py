@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli.main import CliError
+from streamrec.cli.main import CliError
 
 if TYPE_CHECKING:
-    from streams.config import KafkaSecurity
+    from streamrec.streams.config import KafkaSecurity
 
 DATA_HELP = """\
 data formats (--format):
@@ -51,7 +51,7 @@ kafka security (the same flags and variables for streamrec worker, replay and ev
 
 def add_security_flags(p: argparse.ArgumentParser) -> None:
     """--security-protocol, --sasl-*, --ssl-*: one group, spelled and explained alike for every command."""
-    from streams.config import SECURITY_SETTINGS, KafkaSecurity
+    from streamrec.streams.config import SECURITY_SETTINGS, KafkaSecurity
 
     g = p.add_argument_group("kafka security")
     for s in SECURITY_SETTINGS:
@@ -62,7 +62,7 @@ def add_security_flags(p: argparse.ArgumentParser) -> None:
 
 def security_of(args: argparse.Namespace) -> KafkaSecurity:
     """The command's ``KafkaSecurity``: flags over ``STREAMREC_*`` variables, checked (CliError says what is wrong)."""
-    from streams.config import SECURITY_SETTINGS, ConfigError, KafkaSecurity
+    from streamrec.streams.config import SECURITY_SETTINGS, ConfigError, KafkaSecurity
 
     try:
         return KafkaSecurity.from_env(os.environ, **{s.field: getattr(args, s.field) for s in SECURITY_SETTINGS})
@@ -71,7 +71,7 @@ def security_of(args: argparse.Namespace) -> KafkaSecurity:
 
 
 def load_events(args: argparse.Namespace):
-    from model.data import DataError, load
+    from streamrec.model.data import DataError, load
 
     path = Path(args.data).expanduser()
     if not path.exists():

@@ -21,9 +21,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from cli.common import DATA_HELP
-from cli.main import CliError
-from cli.processes import Processes
+from streamrec.cli.common import DATA_HELP
+from streamrec.cli.main import CliError
+from streamrec.cli.processes import Processes
 
 #: The demo's model and training settings (tests/model/test_synth.py checks that this model
 #: beats MostPopular and Markov on the demo data).
@@ -32,7 +32,7 @@ DEMO_USERS, DEMO_ITEMS, DEMO_EPOCHS = 1000, 400, 15
 
 
 def train_config(epochs: int = DEMO_EPOCHS):
-    from model.config import TrainConfig
+    from streamrec.model.config import TrainConfig
 
     return TrainConfig(epochs=epochs, patience=3, lr=5e-3, lr_decay=1.0)
 
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         say("2/7 starting Apache Kafka (first run: fetches the broker jars from Maven Central)")
         import shutil
 
-        from streams.broker import load, start_broker
+        from streamrec.streams.broker import load, start_broker
 
         # a fresh broker: a kept one still holds the last run's events, which a new worker would
         # consume first, then drop this run's events as repeats of their ids
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir, bundle_dir, manifest = _train_and_export(args, work, events)
         tag = time.strftime("%Y%m%d-%H%M%S")
         worker, web_port = _start_worker(procs, work, bundle_dir, broker.bootstrap, tag)
-        live = procs.start([sys.executable, "-m", "cli.main", "evaluate-live", *data_flags, "--bundle", str(bundle_dir),
+        live = procs.start([sys.executable, "-m", "streamrec.cli.main", "evaluate-live", *data_flags, "--bundle", str(bundle_dir),
                             "--brokers", broker.bootstrap, "--json", "--no-progress", "--compare-offline",
                             "--report", str(work / "live.json"), "--timeout", "60"],
                            work / "evaluate-live.log", stdout=subprocess.PIPE)
@@ -168,8 +168,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _data(args, work: Path):
-    from cli.common import load_events
-    from model.synth import CSV_COLUMNS, SynthConfig, generate, write_csv
+    from streamrec.cli.common import load_events
+    from streamrec.model.synth import CSV_COLUMNS, SynthConfig, generate, write_csv
 
     if args.data:
         say(f"1/7 data: {args.data}")
@@ -188,10 +188,10 @@ def _data(args, work: Path):
 def _train_and_export(args, work: Path, events):
     import shutil
 
-    from cli.tables import metrics_table
-    from export.onnx_export import export_bundle
-    from model import checkpoint
-    from model.pipeline import train
+    from streamrec.cli.tables import metrics_table
+    from streamrec.export.onnx_export import export_bundle
+    from streamrec.model import checkpoint
+    from streamrec.model.pipeline import train
 
     say("3/7 training the LSTM (TEMPORAL-stream protocol: the last 10% of time is the test period)")
     run_dir = work / "model"
@@ -207,11 +207,11 @@ def _train_and_export(args, work: Path, events):
 
 
 def _start_worker(procs: Processes, work: Path, bundle_dir: Path, brokers: str, tag: str):
-    from streams.broker import free_port
+    from streamrec.streams.broker import free_port
 
     port = free_port()
     say(f"5/7 starting the worker (log: {work / 'worker.log'}; http://127.0.0.1:{port}/recommendations/USER)")
-    worker = procs.start([sys.executable, "-m", "cli.main", "worker", "--bundle", str(bundle_dir), "--brokers", brokers,
+    worker = procs.start([sys.executable, "-m", "streamrec.cli.main", "worker", "--bundle", str(bundle_dir), "--brokers", brokers,
                           "--app-id", f"streamrec-demo-{tag}", "--data-dir", str(work / "state" / tag),
                           "--web-host", "127.0.0.1", "--web-port", str(port), "--log-level", "warning"],
                          work / "worker.log")
@@ -237,7 +237,7 @@ def _busy_users(events, n: int) -> list[str]:
     """Users with the most events in the test period (the last 10% of time)."""
     from collections import Counter
 
-    from model.splits import cutoff
+    from streamrec.model.splits import cutoff
 
     t = cutoff([e.ts for e in events])
     return [u for u, _ in Counter(e.user_id for e in events if e.ts >= t).most_common(n)]
@@ -250,7 +250,7 @@ class Watcher(threading.Thread):
     users' lists as they change."""
 
     def __init__(self, brokers: str, users: list[str], show: int = 5, limit: int = 8):
-        from cli.replay_cmd import env_default
+        from streamrec.cli.replay_cmd import env_default
 
         super().__init__(daemon=True)
         self.brokers, self.users, self.show, self.limit = brokers, users, show, limit
@@ -270,7 +270,7 @@ class Watcher(threading.Thread):
     def _read(self) -> None:
         from kafka import KafkaConsumer
 
-        from streams.replay import source_of
+        from streamrec.streams.replay import source_of
 
         consumer = KafkaConsumer(self.output_topic, self.dlq_topic, bootstrap_servers=self.brokers.split(","),
                                  group_id=None, auto_offset_reset="earliest", isolation_level="read_committed",
@@ -351,7 +351,7 @@ def _parts(events, args) -> dict:
 def _replay(data_flags: list[str], brokers: str, log: Path, *, limit: int | None = None,
             from_ts: int | None = None, rate: float | None = None) -> tuple[dict, Sent]:
     """One `streamrec replay` of a slice (strict per-user order); its summary and what it sent."""
-    cmd = [sys.executable, "-m", "cli.main", "replay", *data_flags, "--brokers", brokers, "--json", "--log", str(log)]
+    cmd = [sys.executable, "-m", "streamrec.cli.main", "replay", *data_flags, "--brokers", brokers, "--json", "--log", str(log)]
     cmd += ["--from-ts", str(from_ts)] if from_ts is not None else []
     cmd += ["--limit", str(limit)] if limit is not None else []
     cmd += ["--rate", f"{rate:.3f}"] if rate else ["--max-speed"]
@@ -445,7 +445,7 @@ def _paced_latency(watcher: Watcher, sent: Sent, wait: float = 15.0) -> dict:
     """Latency (answer timestamp - produce timestamp, ms) of the paced events: percentiles and CDF."""
     import numpy as np
 
-    from streams.live_eval import latency_stats
+    from streamrec.streams.live_eval import latency_stats
 
     deadline = time.monotonic() + wait  # evaluate-live has seen every answer; the reader may trail it a little
     while any(c not in watcher.answered for c, _ in sent) and time.monotonic() < deadline and watcher.is_alive():
@@ -461,7 +461,7 @@ def _paced_latency(watcher: Watcher, sent: Sent, wait: float = 15.0) -> dict:
 
 def _plots(report: dict, figures: dict, out_dir: Path) -> list[Path]:
     """The live evaluation's plots, with the latency CDF of the paced part only."""
-    from streams.live_report import write_plots
+    from streamrec.streams.live_report import write_plots
 
     paced = figures["paced"]
     marks = [(f"backlog drain {figures['backlog']['drain_events_per_s']:,.0f}/s",
@@ -474,7 +474,7 @@ def _plots(report: dict, figures: dict, out_dir: Path) -> list[Path]:
 
 
 def _print_results(report: dict, figures: dict, run_dir: Path, manifest, health: dict) -> None:
-    from cli.tables import metrics_table
+    from streamrec.cli.tables import metrics_table
 
     offline = json.loads((run_dir / "metrics.json").read_text())
     cols = ("HR@10", "NDCG@10", "MRR@10", "HR@20", "NDCG@20", "MRR@20")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from cli.common import DATA_HELP, add_data_flags, load_events
-from cli.main import CliError
+from streamrec.cli.common import DATA_HELP, add_data_flags, load_events
+from streamrec.cli.main import CliError
 
 EXAMPLES = """\
 examples:
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     events = load_events(args)
     progress = not args.json
     if args.model:
-        from model import checkpoint
-        from model.pipeline import evaluate_checkpoint
+        from streamrec.model import checkpoint
+        from streamrec.model.pipeline import evaluate_checkpoint
 
         try:
             ckpt = checkpoint.load(args.model)
@@ -62,16 +62,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, default=float))
     else:
-        from cli.tables import metrics_table
+        from streamrec.cli.tables import metrics_table
 
         print(metrics_table({"LSTM" if args.model else "LSTM (bundle)": doc["model"], **doc.get("baselines", {})}))
     return 0
 
 
 def _evaluate_bundle(args, events, progress: bool) -> dict:
-    from export.bundle_eval import evaluate_bundle_on
-    from export.manifest import BundleError
-    from export.runtime import Bundle
+    from streamrec.export.bundle_eval import evaluate_bundle_on
+    from streamrec.export.manifest import BundleError
+    from streamrec.export.runtime import Bundle
 
     try:
         bundle = Bundle.load(args.bundle)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.main import CliError
+from streamrec.cli.main import CliError
 
 EPILOG = """\
 The bundle is the only thing serving loads. Export checks parity itself: on recorded
@@ -33,9 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.onnx_export import export_bundle
-    from export.parity import ParityError
-    from model import checkpoint
+    from streamrec.export.onnx_export import export_bundle
+    from streamrec.export.parity import ParityError
+    from streamrec.model import checkpoint
 
     if args.k < 1 or args.m < 0:
         raise CliError("--k must be >= 1 and --m >= 0")

@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from cli.main import CliError
+from streamrec.cli.main import CliError
 
 ENV_HELP = """\
 environment:
@@ -31,7 +31,7 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from streams.broker import DEFAULT_VERSION
+    from streamrec.streams.broker import DEFAULT_VERSION
 
     parser = subparsers.add_parser(
         "kafka", help="start, stop or inspect a local Kafka broker (KRaft; jars from Maven Central)",
@@ -57,7 +57,7 @@ def _say(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streams import broker as kb
+    from streamrec.streams import broker as kb
 
     if args.port is not None and not 0 < args.port < 65536:
         raise CliError(f"--port {args.port}: not a TCP port")

@@ -6,9 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from cli.common import SECURITY_HELP, add_data_flags, load_events, security_of
-from cli.main import CliError
-from cli.replay_cmd import FORMATS_HELP, add_kafka_flags, topics_of
+from streamrec.cli.common import SECURITY_HELP, add_data_flags, load_events, security_of
+from streamrec.cli.main import CliError
+from streamrec.cli.replay_cmd import FORMATS_HELP, add_kafka_flags, topics_of
 
 DESCRIPTION = """\
 Read the input topics, the recommendations topic and the dead-letter topic from the beginning
@@ -70,12 +70,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.manifest import BundleError
-    from export.runtime import Bundle
-    from model.splits import split
-    from streams.live_eval import LiveLog, build_report, collect
-    from streams.live_report import summary_text, write_plots
-    from streams.replay import ReplayError, event_id
+    from streamrec.export.manifest import BundleError
+    from streamrec.export.runtime import Bundle
+    from streamrec.model.splits import split
+    from streamrec.streams.live_eval import LiveLog, build_report, collect
+    from streamrec.streams.live_report import summary_text, write_plots
+    from streamrec.streams.replay import ReplayError, event_id
 
     if args.timeout <= 0:
         raise CliError(f"--timeout {args.timeout}: must be > 0 seconds")
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        from cli.tables import metrics_table
+        from streamrec.cli.tables import metrics_table
 
         rows = {"live": report["metrics"]}
         if "offline" in report:
@@ -123,6 +123,6 @@ def run(args: argparse.Namespace) -> int:
 
 def offline_metrics(bundle, events) -> dict:
     """What `streamrec evaluate --bundle --protocol temporal` reports (serving rule)."""
-    from export.bundle_eval import evaluate_bundle_on
+    from streamrec.export.bundle_eval import evaluate_bundle_on
 
     return evaluate_bundle_on(bundle, events, "temporal")["model"]

@@ -12,14 +12,14 @@ import sys
 
 # (module, command) in the order --help lists them.
 COMMANDS = [
-    ("cli.train_cmd", "train"),
-    ("cli.evaluate_cmd", "evaluate"),
-    ("cli.export_cmd", "export"),
-    ("cli.kafka_cmd", "kafka"),
-    ("cli.worker_cmd", "worker"),
-    ("cli.replay_cmd", "replay"),
-    ("cli.live_cmd", "evaluate-live"),
-    ("cli.demo_cmd", "demo"),
+    ("streamrec.cli.train_cmd", "train"),
+    ("streamrec.cli.evaluate_cmd", "evaluate"),
+    ("streamrec.cli.export_cmd", "export"),
+    ("streamrec.cli.kafka_cmd", "kafka"),
+    ("streamrec.cli.worker_cmd", "worker"),
+    ("streamrec.cli.replay_cmd", "replay"),
+    ("streamrec.cli.live_cmd", "evaluate-live"),
+    ("streamrec.cli.demo_cmd", "demo"),
 ]
 
 EPILOG = """\
@@ -76,6 +76,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Run through the imported module so that its CliError is the one commands raise.
-    from cli.main import main as _main
+    from streamrec.cli.main import main as _main
 
     sys.exit(_main())

@@ -15,7 +15,7 @@ class Processes:
 
     def start(self, args: list[str], log: Path, **kw) -> subprocess.Popen:
         """Start ``args``; stdout and stderr go to ``log`` unless ``stdout=`` is given."""
-        from streams.broker import _die_with_parent
+        from streamrec.streams.broker import _die_with_parent
 
         stdout = kw.pop("stdout", None)
         with open(log, "wb") as out:

@@ -7,10 +7,10 @@ import json
 import os
 import sys
 
-from cli.common import DATA_HELP, SECURITY_HELP, add_data_flags, add_security_flags, load_events, security_of
+from streamrec.cli.common import DATA_HELP, SECURITY_HELP, add_data_flags, add_security_flags, load_events, security_of
 
 FORMATS_HELP = DATA_HELP.split("protocols (--protocol)")[0]  # these commands take no --protocol
-from cli.main import CliError
+from streamrec.cli.main import CliError
 
 DESCRIPTION = """\
 Send every event of a data set to Kafka in timestamp order (kafka-python producer, acks=all,
@@ -111,7 +111,7 @@ def add_kafka_flags(p: argparse.ArgumentParser, partitions: bool = True) -> None
 
 
 def topics_of(args: argparse.Namespace):
-    from streams.replay import Topics
+    from streamrec.streams.replay import Topics
 
     names = (args.clicks_topic, args.browses_topic, args.output_topic, args.dlq_topic)
     if len(set(names)) != 4:
@@ -133,8 +133,8 @@ def parse_ts(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.splits import cutoff
-    from streams.replay import ReplayConfig, ReplayError, plan, replay
+    from streamrec.model.splits import cutoff
+    from streamrec.streams.replay import ReplayConfig, ReplayError, plan, replay
 
     topics, security = topics_of(args), security_of(args)
     if args.partitions < 1 or (args.limit is not None and args.limit < 0) or args.hold_timeout <= 0:

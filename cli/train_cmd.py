@@ -5,7 +5,7 @@ import argparse
 import json
 import os
 
-from cli.common import DATA_HELP, add_data_flags, load_events
+from streamrec.cli.common import DATA_HELP, add_data_flags, load_events
 
 EXAMPLES = """\
 examples:
@@ -18,7 +18,7 @@ baselines, per-epoch history) and DIR/training_curve.png; turn it into a serving
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from model.config import TrainConfig
+    from streamrec.model.config import TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train the LSTM next-item model on an event log",
@@ -86,8 +86,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.config import TrainConfig
-    from model.pipeline import train
+    from streamrec.model.config import TrainConfig
+    from streamrec.model.pipeline import train
 
     events = load_events(args)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_len=args.max_len, lr=args.lr, lr_decay=args.lr_decay,
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"model": doc["model"], "baselines": doc.get("baselines", {}),
                           "n_targets": doc["model"].get("n_targets", 0)}, default=float))
     else:
-        from cli.tables import metrics_table
+        from streamrec.cli.tables import metrics_table
 
         print(metrics_table({"LSTM": doc["model"], **doc.get("baselines", {})}))
         print(f"\ncheckpoint, metrics.json and training_curve.png in {args.out} "

@@ -2,7 +2,7 @@
 
 Flags win over ``STREAMREC_*`` environment variables (``streams/config.py``); a
 ``streams.worker.Worker`` is built from the resolved configuration and Faust's ``worker`` command
-runs its app, as ``faust -A streams.app worker`` does with the same settings from the environment.
+runs its app, as ``faust -A streamrec.streams.app worker`` does with the same settings from the environment.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from cli.common import SECURITY_HELP, add_security_flags
-from cli.main import CliError
+from streamrec.cli.common import SECURITY_HELP, add_security_flags
+from streamrec.cli.main import CliError
 
 DESCRIPTION = """\
 Consume click and browse events from Kafka, keep one LSTM state per user (RocksDB, changelogged
@@ -48,13 +48,13 @@ examples:
   BROKERS=$(streamrec kafka start)
   streamrec worker --bundle bundles/m1 --brokers $BROKERS
   curl localhost:6066/recommendations/u1
-  STREAMREC_BUNDLE=bundles/m1 STREAMREC_BROKERS=$BROKERS faust -A streams.app worker   (same worker)
+  STREAMREC_BUNDLE=bundles/m1 STREAMREC_BROKERS=$BROKERS faust -A streamrec.streams.app worker   (same worker)
 
 """ + SECURITY_HELP
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from streams.config import SECURITY_FIELDS, SETTINGS, WorkerConfig
+    from streamrec.streams.config import SECURITY_FIELDS, SETTINGS, WorkerConfig
 
     parser = subparsers.add_parser(
         "worker", help="run the streaming worker: Kafka events -> per-user state -> top-k recommendations",
@@ -74,10 +74,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
 
-    from export.manifest import BundleError
-    from streams.config import SETTINGS, ConfigError, WorkerConfig
-    from streams.faust_adapter import AdapterError
-    from streams.security import unreachable
+    from streamrec.export.manifest import BundleError
+    from streamrec.streams.config import SETTINGS, ConfigError, WorkerConfig
+    from streamrec.streams.faust_adapter import AdapterError
+    from streamrec.streams.security import unreachable
 
     try:
         config = WorkerConfig.from_env(os.environ, **{s.field: getattr(args, s.field) for s in SETTINGS})
@@ -87,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{config.bundle} is not a bundle (no manifest.json): "
                        "make one with `streamrec export --model RUN --out DIR`")
     Path(config.data_dir).parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
-    os.environ.update(config.to_env())  # what faust -A streams.app would read; Faust's own settings too
+    os.environ.update(config.to_env())  # what faust -A streamrec.streams.app would read; Faust's own settings too
     try:
-        from streams.worker import Worker
+        from streamrec.streams.worker import Worker
 
         worker = Worker(config)
         worker.load_bundle()

@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from export.runtime import Bundle
-from model.encode import Encoded, TargetSet
-from model.events import Interaction
-from model.metrics import MISS, rank_in_list, summarize
+from streamrec.export.runtime import Bundle
+from streamrec.model.encode import Encoded, TargetSet
+from streamrec.model.events import Interaction
+from streamrec.model.metrics import MISS, rank_in_list, summarize
 
 
 def bundle_ranks(bundle: Bundle, encoded: dict[str, Encoded], targets: TargetSet, batch_users: int = 256,
@@ -61,8 +61,8 @@ def evaluate_bundle_on(bundle: Bundle, events: list[Interaction], protocol: str,
     """``streamrec evaluate --bundle``: split ``events`` with the bundle's vocabularies, mask by
     ``mask`` (``serving``: the bundle's seen window m; ``history``), evaluate the bundle and,
     optionally, the baselines on the same targets. Returns {"model", ["baselines"], "n_targets"}."""
-    from model.evaluate import baselines_for
-    from model.prepare import prepare
+    from streamrec.model.evaluate import baselines_for
+    from streamrec.model.prepare import prepare
 
     window = None if mask == "history" else bundle.manifest.m
     p = prepare(events, protocol, items=bundle.items, types=bundle.types, window=window)

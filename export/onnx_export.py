@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from export import contract
-from export.manifest import Manifest, sha256_file
-from model.checkpoint import Checkpoint
-from model.gaps import __doc__ as GAP_DOC
-from model.lstm import LSTMRecommender
+from streamrec.export import contract
+from streamrec.export.manifest import Manifest, sha256_file
+from streamrec.model.checkpoint import Checkpoint
+from streamrec.model.gaps import __doc__ as GAP_DOC
+from streamrec.model.lstm import LSTMRecommender
 
 
 class StepGraph(nn.Module):
@@ -83,7 +83,7 @@ def export_bundle(ckpt: Checkpoint, out_dir: str | Path, k: int = 20, m: int = 5
 
     Raises ParityError (with the full report) when the ONNX step does not reproduce the model.
     """
-    from export.parity import ParityError, check_parity  # torch-side validation
+    from streamrec.export.parity import ParityError, check_parity  # torch-side validation
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export import contract
-from export.runtime import Bundle
-from model.checkpoint import Checkpoint
+from streamrec.export import contract
+from streamrec.export.runtime import Bundle
+from streamrec.model.checkpoint import Checkpoint
 
 MIN_STEPS = 60
 BATCHES = (1, 8)

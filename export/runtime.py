@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from export import contract
-from export.manifest import BundleError, Manifest, verify_files
-from model.vocab import Vocab
+from streamrec.export import contract
+from streamrec.export.manifest import BundleError, Manifest, verify_files
+from streamrec.model.vocab import Vocab
 
 
 @dataclass(frozen=True)

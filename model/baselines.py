@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from model.encode import Encoded, TargetSet, last_items
+from streamrec.model.encode import Encoded, TargetSet, last_items
 
 Scorer = Callable[[np.ndarray], np.ndarray]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from model.lstm import LSTMConfig, LSTMRecommender
-from model.vocab import Vocab
+from streamrec.model.lstm import LSTMConfig, LSTMRecommender
+from streamrec.model.vocab import Vocab
 
 FORMAT = "streamrec.checkpoint"
 VERSION = 1

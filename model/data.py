@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from model.events import BROWSE, CLICK, Interaction
+from streamrec.model.events import BROWSE, CLICK, Interaction
 
 #: fmt -> one-line description (for ``--help``).
 FORMATS: dict[str, str] = {

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.events import Interaction
-from model.gaps import N_GAP_BUCKETS, gap_buckets
-from model.vocab import Vocab
+from streamrec.model.events import Interaction
+from streamrec.model.gaps import N_GAP_BUCKETS, gap_buckets
+from streamrec.model.vocab import Vocab
 
 
 @dataclass(frozen=True)

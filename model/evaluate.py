@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from model import baselines
-from model.encode import Encoded, TargetSet
-from model.prepare import Prepared
-from model.metrics import MISS, rank_rows, summarize
+from streamrec.model import baselines
+from streamrec.model.encode import Encoded, TargetSet
+from streamrec.model.prepare import Prepared
+from streamrec.model.metrics import MISS, rank_rows, summarize
 
 KS = (10, 20)
 DAY_MS = 86_400_000

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from model.gaps import N_GAP_BUCKETS
+from streamrec.model.gaps import N_GAP_BUCKETS
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,15 @@ import json
 import time
 from pathlib import Path
 
-from model import checkpoint
-from model.evaluate import baselines_for
-from model.events import Interaction
-from model.lstm import LSTMConfig
-from model.plots import training_curve
-from model.prepare import Prepared, prepare
-from model.splits import summary
-from model.encode import Encoded
-from model.train import TrainConfig, evaluate_model, fit, parity_sample, refit
+from streamrec.model import checkpoint
+from streamrec.model.evaluate import baselines_for
+from streamrec.model.events import Interaction
+from streamrec.model.lstm import LSTMConfig
+from streamrec.model.plots import training_curve
+from streamrec.model.prepare import Prepared, prepare
+from streamrec.model.splits import summary
+from streamrec.model.encode import Encoded
+from streamrec.model.train import TrainConfig, evaluate_model, fit, parity_sample, refit
 
 
 def train(events: list[Interaction], protocol: str, out_dir: str | Path, model_kw: dict | None = None,

@@ -8,10 +8,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from model.encode import Encoded, TargetSet, build_targets, encode_all
-from model.events import BROWSE, CLICK, Interaction
-from model.splits import Split, split, training_events
-from model.vocab import Vocab
+from streamrec.model.encode import Encoded, TargetSet, build_targets, encode_all
+from streamrec.model.events import BROWSE, CLICK, Interaction
+from streamrec.model.splits import Split, split, training_events
+from streamrec.model.vocab import Vocab
 
 
 @dataclass(frozen=True)

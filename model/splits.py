@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.events import Interaction, by_user
+from streamrec.model.events import Interaction, by_user
 
 PROTOCOLS = ("loo-full", "temporal")
 _ALIASES = {"loo": "loo-full", "temporal-stream": "temporal"}

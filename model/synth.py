@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.events import BROWSE, CLICK, Interaction
+from streamrec.model.events import BROWSE, CLICK, Interaction
 
 CSV_COLUMNS = "user_id=user_id,item_id=item_id,ts=ts:ms,event_type=event_type"
 

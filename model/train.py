@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from model.encode import Encoded, TargetSet, last_items
-from model.evaluate import evaluate_scorer
-from model.config import TrainConfig
-from model.lstm import LSTMConfig, LSTMRecommender
+from streamrec.model.encode import Encoded, TargetSet, last_items
+from streamrec.model.evaluate import evaluate_scorer
+from streamrec.model.config import TrainConfig
+from streamrec.model.lstm import LSTMConfig, LSTMRecommender
 
 
 def _batches(seqs: list[Encoded], batch_size: int, rng: np.random.Generator) -> list[list[int]]:

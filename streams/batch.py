@@ -23,11 +23,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from export.runtime import Bundle
-from streams import codec
-from streams.logic import REDELIVERED, Recommendation, already_applied, process
-from streams.partitioner import KeyPartitioner, wrong_partition_message
-from streams.state import UserState
+from streamrec.export.runtime import Bundle
+from streamrec.streams import codec
+from streamrec.streams.logic import REDELIVERED, Recommendation, already_applied, process
+from streamrec.streams.partitioner import KeyPartitioner, wrong_partition_message
+from streamrec.streams.state import UserState
 
 log = logging.getLogger("streamrec.worker")
 

@@ -2,7 +2,7 @@
 
 Command line: ``streamrec kafka start|status|stop`` (see ``cli/kafka_cmd.py``).  From Python::
 
-    from streams.broker import start_broker, start_cluster
+    from streamrec.streams.broker import start_broker, start_cluster
     broker = start_broker()                # one combined broker+controller on a free port
     print(broker.bootstrap)                # "127.0.0.1:PORT"
     broker.stop()
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streams.kafka_dist import (
+from streamrec.streams.kafka_dist import (
     DEFAULT_VERSION,
     BrokerError,
     format_storage,

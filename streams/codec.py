@@ -40,7 +40,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from model.events import Interaction
+from streamrec.model.events import Interaction
 
 #: Largest accepted message (key + value bytes). A well-formed event is ~150 bytes; anything near this is abuse.
 MAX_MESSAGE_BYTES = 8 * 1024

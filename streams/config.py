@@ -3,7 +3,7 @@ the SSL/SASL part, which ``streamrec replay`` and ``streamrec evaluate-live`` re
 
 Each setting has a command-line flag (``streamrec worker --help``) and an environment variable;
 a flag wins over the variable, the variable over the default. ``streamrec worker`` writes its
-flags into the environment (``to_env``) before starting Faust, so that ``faust -A streams.app
+flags into the environment (``to_env``) before starting Faust, so that ``faust -A streamrec.streams.app
 worker`` (which can only read the environment) and the CLI see the same configuration.
 
     STREAMREC_BUNDLE          the exported bundle directory (required)

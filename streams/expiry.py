@@ -12,12 +12,12 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from streams import faust_adapter
-from streams.sequencer import is_progress_key
-from streams.state import last_ts_of
+from streamrec.streams import faust_adapter
+from streamrec.streams.sequencer import is_progress_key
+from streamrec.streams.state import last_ts_of
 
 if TYPE_CHECKING:
-    from streams.worker import Worker
+    from streamrec.streams.worker import Worker
 
 log = logging.getLogger("streamrec.worker")
 

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.metrics import MISS, rank_in_list, summarize
-from model.splits import Split
-from model.vocab import Vocab
-from streams.config import KafkaSecurity
-from streams.replay import Coords, Topics, event_id, parse_event_id, source_of
-from streams.security import kafka_python_kwargs, unreachable
+from streamrec.model.metrics import MISS, rank_in_list, summarize
+from streamrec.model.splits import Split
+from streamrec.model.vocab import Vocab
+from streamrec.streams.config import KafkaSecurity
+from streamrec.streams.replay import Coords, Topics, event_id, parse_event_id, source_of
+from streamrec.streams.security import kafka_python_kwargs, unreachable
 
 PERCENTILES = (50, 95, 99)
 
@@ -272,7 +272,7 @@ def collect(brokers: str, topics: Topics, log: LiveLog, timeout: float = 60.0, p
     from kafka.errors import KafkaError
     from tqdm import tqdm
 
-    from streams.replay import ReplayError, _servers
+    from streamrec.streams.replay import ReplayError, _servers
 
     try:
         consumer = KafkaConsumer(bootstrap_servers=_servers(brokers), group_id=None, enable_auto_commit=False,

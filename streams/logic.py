@@ -27,11 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from export.runtime import Bundle
-from model.events import Interaction
-from model.gaps import gap_bucket
-from model.vocab import OOV
-from streams.state import RECENT_IDS, SOURCES, UserState, event_id_hash, remember
+from streamrec.export.runtime import Bundle
+from streamrec.model.events import Interaction
+from streamrec.model.gaps import gap_bucket
+from streamrec.model.vocab import OOV
+from streamrec.streams.state import RECENT_IDS, SOURCES, UserState, event_id_hash, remember
 
 #: Where an event came from: (source slot (0 clicks, 1 browses), offset in its partition).
 Position = tuple[int, int]

@@ -36,7 +36,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
-    from streams.worker import Worker
+    from streamrec.streams.worker import Worker
 
 #: Histogram bounds. Seconds of an ONNX call / a batch step: 20 us .. 2.5 s.
 STEP_BOUNDS = (2e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5)

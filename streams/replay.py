@@ -36,8 +36,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import IO
 
-from streams.config import KafkaSecurity
-from streams.replay_plan import (  # noqa: F401 - re-exported: the replay's public names
+from streamrec.streams.config import KafkaSecurity
+from streamrec.streams.replay_plan import (  # noqa: F401 - re-exported: the replay's public names
     ORDERS,
     Coords,
     Handle,
@@ -50,7 +50,7 @@ from streams.replay_plan import (  # noqa: F401 - re-exported: the replay's publ
     plan,
     timestamp_order,
 )
-from streams.security import kafka_python_kwargs, unreachable
+from streamrec.streams.security import kafka_python_kwargs, unreachable
 
 
 class ReplayError(RuntimeError):

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from model.events import BROWSE, Interaction
+from streamrec.model.events import BROWSE, Interaction
 
 ORDERS = ("strict", "none")
 #: (topic, partition, offset) of a Kafka record.

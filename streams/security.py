@@ -16,7 +16,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from streams.config import KafkaSecurity, WorkerConfig
+from streamrec.streams.config import KafkaSecurity, WorkerConfig
 
 
 def _security(settings: KafkaSecurity | WorkerConfig) -> KafkaSecurity:

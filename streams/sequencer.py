@@ -25,8 +25,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
-from streams import faust_adapter
-from streams.progress import APPLY, REPLAYED, REWIND, Decision, PartitionGuard, stalled
+from streamrec.streams import faust_adapter
+from streamrec.streams.progress import APPLY, REPLAYED, REWIND, Decision, PartitionGuard, stalled
 
 log = logging.getLogger("streamrec.worker")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from streams.config import ConfigError, WorkerConfig
-from streams.security import kafka_python_kwargs
+from streamrec.streams.config import ConfigError, WorkerConfig
+from streamrec.streams.security import kafka_python_kwargs
 
 log = logging.getLogger("streamrec.worker")
 

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 from faust.exceptions import ConsumerNotStarted
 from faust.web import Request, Response, View
 
-from streams import codec
-from streams.metrics import CONTENT_TYPE
-from streams.state import UserState
+from streamrec.streams import codec
+from streamrec.streams.metrics import CONTENT_TYPE
+from streamrec.streams.state import UserState
 
 if TYPE_CHECKING:
-    from streams.worker import Worker
+    from streamrec.streams.worker import Worker
 
 log = logging.getLogger("streamrec.worker")
 

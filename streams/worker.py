@@ -2,7 +2,7 @@
 
 ``Worker(config)`` builds everything from a ``WorkerConfig`` (nothing at import): the Faust app,
 its topics, the state table, the pipeline of completions, the sequencer and the counters.
-``streamrec worker`` builds one and runs it; ``faust -A streams.app worker`` does the same from
+``streamrec worker`` builds one and runs it; ``faust -A streamrec.streams.app worker`` does the same from
 the environment (``streams/app.py``); tests build one in-process.
 
 An event's way through the code, one micro-batch at a time (``_consume`` -> ``_handle``):
@@ -54,24 +54,24 @@ from typing import Any
 import faust
 import numpy as np
 
-from export import contract
-from export.manifest import Manifest
-from export.runtime import Bundle
-from streams import faust_adapter, views
-from streams.batch import EMITTED, Plan, Rules, plan_batch
-from streams.config import ConfigError, WorkerConfig
-from streams.expiry import expire_idle_states
-from streams.inbox import Inbox
-from streams.logic import DUPLICATE, REDELIVERED
-from streams.metrics import WorkerMetrics, count_users
-from streams.partitioner import KeyPartitioner
-from streams.pipeline import Pipeline
-from streams.progress import APPLY, REPLAYED, REWIND
-from streams.security import faust_credentials
-from streams.sequencer import Sequencer
-from streams.state import StateError, UserState
-from streams.topics import ensure_topics, mismatch
-from streams.writer import Outbox
+from streamrec.export import contract
+from streamrec.export.manifest import Manifest
+from streamrec.export.runtime import Bundle
+from streamrec.streams import faust_adapter, views
+from streamrec.streams.batch import EMITTED, Plan, Rules, plan_batch
+from streamrec.streams.config import ConfigError, WorkerConfig
+from streamrec.streams.expiry import expire_idle_states
+from streamrec.streams.inbox import Inbox
+from streamrec.streams.logic import DUPLICATE, REDELIVERED
+from streamrec.streams.metrics import WorkerMetrics, count_users
+from streamrec.streams.partitioner import KeyPartitioner
+from streamrec.streams.pipeline import Pipeline
+from streamrec.streams.progress import APPLY, REPLAYED, REWIND
+from streamrec.streams.security import faust_credentials
+from streamrec.streams.sequencer import Sequencer
+from streamrec.streams.state import StateError, UserState
+from streamrec.streams.topics import ensure_topics, mismatch
+from streamrec.streams.writer import Outbox
 
 log = logging.getLogger("streamrec.worker")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from streams.partitioner import KeyPartitioner
+from streamrec.streams.partitioner import KeyPartitioner
 
 
 class Outbox:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import Broker, Cluster, start_broker, start_cluster
+from streamrec.streams.broker import Broker, Cluster, start_broker, start_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_START_TIMEOUT = float(os.environ.get("STREAMREC_KAFKA_START_TIMEOUT", "180"))

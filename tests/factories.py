@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model.synth import SynthConfig, generate
+from streamrec.model.synth import SynthConfig, generate
 
 
 def small_events(users: int = 300, items: int = 120, seed: int = 0):
@@ -17,10 +17,10 @@ def small_events(users: int = 300, items: int = 120, seed: int = 0):
 def train_small(events, protocol: str = "temporal", epochs: int = 3, dim: int = 16, hidden: int = 24,
                 layers: int = 1, seed: int = 0, **model_kw):
     """A tiny trained checkpoint (model.checkpoint.Checkpoint) and its Prepared data."""
-    from model.checkpoint import Checkpoint
-    from model.lstm import LSTMConfig
-    from model.prepare import prepare
-    from model.train import TrainConfig, fit, parity_sample
+    from streamrec.model.checkpoint import Checkpoint
+    from streamrec.model.lstm import LSTMConfig
+    from streamrec.model.prepare import prepare
+    from streamrec.model.train import TrainConfig, fit, parity_sample
 
     p = prepare(events, protocol)
     cfg = LSTMConfig(n_items=len(p.items), n_event_types=len(p.types), dim=dim, hidden=hidden, layers=layers,
@@ -33,7 +33,7 @@ def train_small(events, protocol: str = "temporal", epochs: int = 3, dim: int = 
 
 def make_bundle(out: Path, events=None, k: int = 10, m: int = 20, **train_kw) -> Path:
     """Train a tiny model on ``events`` (default: small synthetic data) and export it to ``out``."""
-    from export.onnx_export import export_bundle
+    from streamrec.export.onnx_export import export_bundle
 
     ckpt, _ = train_small(events if events is not None else small_events(), **train_kw)
     export_bundle(ckpt, out, k=k, m=m)

@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from model.synth import CSV_COLUMNS, write_csv
+from streamrec.model.synth import CSV_COLUMNS, write_csv
 from tests.factories import small_events
 
 
 def streamrec(*args, check=True):
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "streamrec.cli.main", *map(str, args)], capture_output=True, text=True,
                           check=check, timeout=600)
 
 

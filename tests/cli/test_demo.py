@@ -19,7 +19,7 @@ def _leftovers(marker: str) -> list[str]:
 
 
 def _demo(workdir, **kw):
-    args = [sys.executable, "-m", "cli.main", "demo", "--users", "150", "--items", "60", "--epochs", "2",
+    args = [sys.executable, "-m", "streamrec.cli.main", "demo", "--users", "150", "--items", "60", "--epochs", "2",
             "--workdir", str(workdir)]
     # A shell's background jobs inherit SIGINT as ignored; a terminal's Ctrl-C is not: restore it.
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

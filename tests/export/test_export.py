@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from export import contract
-from export.bundle_eval import evaluate_bundle
-from export.manifest import BundleError
-from export.onnx_export import export_bundle
-from export.parity import ParityError, check_parity
-from export.runtime import Bundle
-from model.checkpoint import Checkpoint
-from model.train import evaluate_model
+from streamrec.export import contract
+from streamrec.export.bundle_eval import evaluate_bundle
+from streamrec.export.manifest import BundleError
+from streamrec.export.onnx_export import export_bundle
+from streamrec.export.parity import ParityError, check_parity
+from streamrec.export.runtime import Bundle
+from streamrec.model.checkpoint import Checkpoint
+from streamrec.model.train import evaluate_model
 from tests.factories import small_events, train_small
 
 
@@ -94,7 +94,7 @@ def test_parity_with_cosine_scores(tmp_path):
 
 
 def test_runtime_never_imports_torch(bundle_dir):
-    code = ("import sys; from export.runtime import Bundle; b = Bundle.load(sys.argv[1]); "
+    code = ("import sys; from streamrec.export.runtime import Bundle; b = Bundle.load(sys.argv[1]); "
             "h, c = b.init_state(1); import numpy as np; b.step(np.array([2]), np.array([2]), np.array([0]), h, c); "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, str(bundle_dir)], capture_output=True, text=True, check=True)
@@ -116,8 +116,7 @@ def test_parity_mismatch_is_reported_per_output(trained, bundle_dir):
 
 def test_failed_parity_writes_nothing(trained, tmp_path, monkeypatch):
     ckpt, _ = trained
-    import export.onnx_export as ox
-
+    import streamrec.export.onnx_export as ox
     real_write = ox.write_bundle
 
     def write_perturbed(ck, out, k, m, model_id=None):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from model.data import load
-from model.events import Interaction
+from streamrec.model.data import load
+from streamrec.model.events import Interaction
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from model.data import (
+from streamrec.model.data import (
     FORMATS,
     SYNTHETIC_BASE_MS,
     SYNTHETIC_STEP_MS,
@@ -11,7 +11,7 @@ from model.data import (
     load,
     parse_columns,
 )
-from model.events import Interaction, by_user
+from streamrec.model.events import Interaction, by_user
 
 
 def write(path: Path, text: str) -> Path:

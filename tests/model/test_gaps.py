@@ -1,6 +1,6 @@
 import numpy as np
 
-from model.gaps import FIRST_EVENT, N_GAP_BUCKETS, NO_GAP, gap_bucket, gap_buckets
+from streamrec.model.gaps import FIRST_EVENT, N_GAP_BUCKETS, NO_GAP, gap_bucket, gap_buckets
 
 
 def test_scalar_buckets_by_hand():

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from model.lstm import LSTMConfig, LSTMRecommender
+from streamrec.model.lstm import LSTMConfig, LSTMRecommender
 
 
 def _model(layers: int, first_order_dim: int = 0, transitions: int = 0, cosine: float = 0.0) -> LSTMRecommender:
@@ -53,8 +53,8 @@ def test_padding_item_has_zero_embedding_and_dropout_off_in_eval():
 
 
 def test_transition_table_and_leave_one_out():
-    from model.encode import Encoded
-    from model.train import _leave_one_out, transition_table
+    from streamrec.model.encode import Encoded
+    from streamrec.model.train import _leave_one_out, transition_table
 
     z = lambda a: np.zeros(len(a), np.int64)  # noqa: E731
     seqs = [Encoded(np.array(a), z(a), z(a), z(a)) for a in ([2, 3, 2, 3, 4], [2, 3], [3, 4])]

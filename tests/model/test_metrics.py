@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from model.metrics import MISS, rank_in_list, rank_rows, summarize
+from streamrec.model.metrics import MISS, rank_in_list, rank_rows, summarize
 
 
 def test_rank_by_hand_with_masking_and_ties():

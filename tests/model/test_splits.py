@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from model.events import Interaction
-from model.splits import split, summary, training_events
+from streamrec.model.events import Interaction
+from streamrec.model.splits import split, summary, training_events
 
 
 def log(*rows: tuple[str, str, int]) -> list[Interaction]:

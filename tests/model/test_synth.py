@@ -4,8 +4,8 @@ from collections import Counter
 
 import numpy as np
 
-from model.pipeline import train
-from model.synth import SynthConfig, generate
+from streamrec.model.pipeline import train
+from streamrec.model.synth import SynthConfig, generate
 
 
 def test_seeded_and_shaped_like_real_streams():
@@ -26,7 +26,7 @@ def test_seeded_and_shaped_like_real_streams():
 
 def test_lstm_beats_most_popular_and_markov_on_the_demo_data(tmp_path):
     """Exactly what `streamrec demo` trains by default."""
-    from cli.demo_cmd import DEMO_ITEMS, DEMO_USERS, MODEL_KW, train_config
+    from streamrec.cli.demo_cmd import DEMO_ITEMS, DEMO_USERS, MODEL_KW, train_config
 
     events = generate(SynthConfig(users=DEMO_USERS, items=DEMO_ITEMS, seed=0))
     doc = train(events, "temporal", tmp_path, MODEL_KW, train_config(), {"name": "synth"}, progress=False)

@@ -2,10 +2,10 @@
 import numpy as np
 import torch
 
-from model.config import TrainConfig
-from model.encode import Encoded
-from model.lstm import LSTMConfig
-from model.train import _mask_items, _mask_seen, fit
+from streamrec.model.config import TrainConfig
+from streamrec.model.encode import Encoded
+from streamrec.model.lstm import LSTMConfig
+from streamrec.model.train import _mask_items, _mask_seen, fit
 
 
 def test_mask_seen_by_hand():
@@ -42,7 +42,7 @@ def _toy():
 
 
 def test_fit_with_every_training_option_learns_a_chain():
-    from model.encode import build_targets
+    from streamrec.model.encode import build_targets
 
     seqs = _toy()
     encoded = {str(u): s for u, s in enumerate(seqs)}
@@ -56,8 +56,8 @@ def test_fit_with_every_training_option_learns_a_chain():
 
 
 def test_fit_records_the_learning_rate_path_and_refit_replays_it():
-    from model.encode import build_targets
-    from model.train import evaluate_model, refit
+    from streamrec.model.encode import build_targets
+    from streamrec.model.train import evaluate_model, refit
 
     seqs = _toy()
     encoded = {str(u): s for u, s in enumerate(seqs)}
@@ -77,9 +77,9 @@ def test_fit_records_the_learning_rate_path_and_refit_replays_it():
 
 
 def test_known_events_add_the_validation_targets():
-    from model.events import Interaction
-    from model.pipeline import known_events
-    from model.prepare import prepare
+    from streamrec.model.events import Interaction
+    from streamrec.model.pipeline import known_events
+    from streamrec.model.prepare import prepare
 
     ev = [Interaction("a", i, "click", 1000 * k) for k, i in enumerate("pqrst")]  # 5 events
     ev += [Interaction("b", i, "click", 1000 * k) for k, i in enumerate("pq")]  # too short: training only
@@ -91,8 +91,8 @@ def test_known_events_add_the_validation_targets():
 
 
 def test_finetune_continues_on_the_validation_targets():
-    from model.encode import build_targets
-    from model.train import evaluate_model
+    from streamrec.model.encode import build_targets
+    from streamrec.model.train import evaluate_model
 
     seqs = _toy()
     encoded = {str(u): s for u, s in enumerate(seqs)}

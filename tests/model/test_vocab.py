@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from model.vocab import OOV, PAD, Vocab
+from streamrec.model.vocab import OOV, PAD, Vocab
 
 
 def test_order_by_frequency_then_id_after_reserved_slots():

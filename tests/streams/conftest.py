@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.runtime import Bundle
-from model.events import Interaction
-from model.gaps import gap_bucket
+from streamrec.export.runtime import Bundle
+from streamrec.model.events import Interaction
+from streamrec.model.gaps import gap_bucket
 from tests.factories import make_bundle
 
 

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from export.runtime import Bundle
-from model.events import Interaction
-from streams import codec
-from streams.batch import EMITTED, Record, Rules, plan_batch
-from streams.inbox import Inbox
-from streams.state import UserState
-from streams.partitioner import KeyPartitioner
-from streams.worker import batch_bucket
+from streamrec.export.runtime import Bundle
+from streamrec.model.events import Interaction
+from streamrec.streams import codec
+from streamrec.streams.batch import EMITTED, Record, Rules, plan_batch
+from streamrec.streams.inbox import Inbox
+from streamrec.streams.state import UserState
+from streamrec.streams.partitioner import KeyPartitioner
+from streamrec.streams.worker import batch_bucket
 from tests.factories import small_events
 
 CLICKS, BROWSES = "clicks", "browses"

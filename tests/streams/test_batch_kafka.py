@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from export.runtime import Bundle
+from streamrec.export.runtime import Bundle
 from tests.factories import small_events
 from tests.streams.workers import (PARTITIONS, Names, Reader, assert_equal_to_offline, final_states, malformed, reference,
                                    source_of, start_worker)

@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from streams import broker as kb
+from streamrec.streams import broker as kb
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -156,7 +156,7 @@ def test_restart_keeps_port_and_data(kafka_broker: kb.Broker) -> None:
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "STREAMREC_HOME": str(home)}
     env.pop("STREAMREC_KAFKA_PORT", None)
-    return subprocess.run([sys.executable, "-m", "cli.main", "kafka", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "streamrec.cli.main", "kafka", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=240, check=False)
 
 

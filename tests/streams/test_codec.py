@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from model.events import Interaction
-from streams import codec
-from streams.codec import Parsed, Rejected, Source, parse_event
+from streamrec.model.events import Interaction
+from streamrec.streams import codec
+from streamrec.streams.codec import Parsed, Rejected, Source, parse_event
 
 TYPES = {"click", "browse"}
 TS = 1_700_000_000_000

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from kafka import KafkaProducer
 
-from export.runtime import Bundle
+from streamrec.export.runtime import Bundle
 from tests.streams.workers import (Distinct, Names, Reader, assert_equal_to_offline, final_states,
                                    one_topic_per_user, produce, reference, source_of, start_worker)
 

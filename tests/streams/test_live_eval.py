@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.bundle_eval import evaluate_bundle
-from export.runtime import Bundle
-from model.events import Interaction
-from model.metrics import MISS
-from model.prepare import prepare
-from model.splits import split
-from model.synth import CSV_COLUMNS, write_csv
-from streams.broker import free_port
-from streams.live_eval import (
+from streamrec.export.bundle_eval import evaluate_bundle
+from streamrec.export.runtime import Bundle
+from streamrec.model.events import Interaction
+from streamrec.model.metrics import MISS
+from streamrec.model.prepare import prepare
+from streamrec.model.splits import split
+from streamrec.model.synth import CSV_COLUMNS, write_csv
+from streamrec.streams.broker import free_port
+from streamrec.streams.live_eval import (
     InputRecord,
     LiveLog,
     OutputRecord,
@@ -37,8 +37,8 @@ from streams.live_eval import (
     parse_input,
     parse_output,
 )
-from streams.logic import process
-from streams.replay import Topics, encode_event, event_id, timestamp_order
+from streamrec.streams.logic import process
+from streamrec.streams.replay import Topics, encode_event, event_id, timestamp_order
 from tests.factories import small_events
 
 REPO = Path(__file__).resolve().parents[2]
@@ -150,7 +150,7 @@ def test_matching_by_coordinates_done_duplicates_and_dead_letters():
 
 
 def test_ranks_in_the_shown_list_strict_above_ties_oov_and_missing_lists():
-    from model.vocab import Vocab
+    from streamrec.model.vocab import Vocab
 
     items = Vocab(["a", "b", "c", "x"])
     events = [Interaction("u", "a", "click", t) for t in range(10)] + [
@@ -193,7 +193,7 @@ def test_collect_started_before_the_topics_exist_picks_them_up(kafka_broker):
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from streams.live_eval import collect
+    from streamrec.streams.live_eval import collect
 
     tag = uuid.uuid4().hex[:8]
     topics = Topics(f"e{tag}-clicks", f"e{tag}-browses", f"e{tag}-recs", f"e{tag}-dlq")
@@ -221,7 +221,7 @@ def test_collect_started_before_the_topics_exist_picks_them_up(kafka_broker):
 
 # ---- end to end: real broker, real worker ---------------------------------------------------------
 def streamrec(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "streamrec.cli.main", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env=clean_env())
 
 
@@ -241,7 +241,7 @@ class Worker:
                 "--partitions", partitions, "--data-dir", data_dir, "--web-host", "127.0.0.1",
                 "--web-port", self.port, "--app-id", f"{topics.clicks}-app", "--log-level", "info"]
         with open(self.log, "wb") as f:
-            self.proc = subprocess.Popen([sys.executable, "-m", "cli.main", *map(str, args)], stdout=f,
+            self.proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli.main", *map(str, args)], stdout=f,
                                          stderr=subprocess.STDOUT, cwd=data_dir, env=clean_env())
 
     def health(self) -> dict:
@@ -333,8 +333,8 @@ def test_live_equals_offline_on_synthetic_clicks_and_browses(kafka_broker, bundl
 
 
 def test_live_equals_offline_on_ml_100k(kafka_broker, shared_data, tmp_path):
-    from export.onnx_export import export_bundle
-    from model.data import load
+    from streamrec.export.onnx_export import export_bundle
+    from streamrec.model.data import load
     from tests.factories import train_small
 
     full = shared_data / "ml-100k" / "ml-100k.inter"

@@ -6,11 +6,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
-from export.runtime import Bundle
-from model.events import Interaction, by_user
-from model.gaps import gap_bucket
-from streams.logic import Recommendation, initial_state, process
-from streams.state import UserState
+from streamrec.export.runtime import Bundle
+from streamrec.model.events import Interaction, by_user
+from streamrec.model.gaps import gap_bucket
+from streamrec.streams.logic import Recommendation, initial_state, process
+from streamrec.streams.state import UserState
 from tests.factories import small_events
 
 ATOL = 1e-5

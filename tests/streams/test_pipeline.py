@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from streams.pipeline import Pipeline
+from streamrec.streams.pipeline import Pipeline
 
 
 def test_completions_run_in_order_even_when_later_writes_finish_first() -> None:

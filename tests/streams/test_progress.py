@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from streams.progress import APPLY, REPLAYED, REWIND, STALE, PartitionGuard, stalled
+from streamrec.streams.progress import APPLY, REPLAYED, REWIND, STALE, PartitionGuard, stalled
 
 
 class _Partition:

@@ -15,8 +15,8 @@ from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.metrics import STEP_BOUNDS, BatchHistogram, count_users
-from streams.sequencer import PREFIX
+from streamrec.streams.metrics import STEP_BOUNDS, BatchHistogram, count_users
+from streamrec.streams.sequencer import PREFIX
 from tests.streams.workers import Distinct, Names, Reader, malformed, one_topic_per_user, produce, start_worker
 
 

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from kafka import KafkaProducer
 
-from export.runtime import Bundle
-from model.events import Interaction, by_user
-from streams.broker import Broker, free_port, start_broker
+from streamrec.export.runtime import Bundle
+from streamrec.model.events import Interaction, by_user
+from streamrec.streams.broker import Broker, free_port, start_broker
 from tests.factories import small_events
 from tests.streams.workers import (ATOL, SASL_PASSWORD, SASL_USER, Distinct, Names, Reader, Worker,
                                    assert_equal_to_offline, check_complete, final_states, one_topic_per_user, produce,
@@ -220,7 +220,7 @@ def test_sasl_settings_pass_through(own_broker: Callable[..., Broker], tmp_path:
     ({"--state-ttl": "soon"}, "is not a duration"),
 ])
 def test_security_and_ttl_flags_are_checked(bad: dict, message: str, tmp_path: Path) -> None:
-    from streams.config import ConfigError, WorkerConfig
+    from streamrec.streams.config import ConfigError, WorkerConfig
 
     fields = {"--security-protocol": "security_protocol", "--ssl-cafile": "ssl_cafile", "--state-ttl": "state_ttl"}
     with pytest.raises(ConfigError, match=message):

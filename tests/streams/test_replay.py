@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from model.events import Interaction, by_user
-from model.synth import CSV_COLUMNS, write_csv
-from streams.replay import (
+from streamrec.model.events import Interaction, by_user
+from streamrec.model.synth import CSV_COLUMNS, write_csv
+from streamrec.streams.replay import (
     Message,
     OrderGate,
     Topics,
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def streamrec(*args: object, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "streamrec.cli.main", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
 
 
@@ -231,7 +231,7 @@ class StandInWorker(threading.Thread):
 def test_strict_order_makes_each_users_processing_order_the_time_order(kafka_broker, order):
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from streams.replay import ReplayConfig, replay
+    from streamrec.streams.replay import ReplayConfig, replay
 
     tag = uuid.uuid4().hex[:8]
     topics = Topics(f"o{tag}-clicks", f"o{tag}-browses", f"o{tag}-recs", f"o{tag}-dlq")
@@ -263,7 +263,7 @@ def test_strict_order_makes_each_users_processing_order_the_time_order(kafka_bro
 def test_strict_without_a_worker_stops_with_a_reason(kafka_broker):
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from streams.replay import ReplayConfig, ReplayError, replay
+    from streamrec.streams.replay import ReplayConfig, ReplayError, replay
 
     tag = uuid.uuid4().hex[:8]
     topics = Topics(f"s{tag}-clicks", f"s{tag}-browses", f"s{tag}-recs", f"s{tag}-dlq")

@@ -22,9 +22,9 @@ import pytest
 from jsonschema import Draft202012Validator, ValidationError
 from kafka import KafkaProducer
 
-from export.runtime import Bundle
-from streams import codec
-from streams.codec import Parsed, Rejected, Source, parse_event
+from streamrec.export.runtime import Bundle
+from streamrec.streams import codec
+from streamrec.streams.codec import Parsed, Rejected, Source, parse_event
 from tests.factories import small_events
 from tests.streams.workers import Names, Reader, malformed, produce, source_of, start_worker
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import CliError, build_parser
-from streams.broker import Broker, free_port, start_broker
-from streams.config import SECURITY_SETTINGS, ConfigError, KafkaSecurity, WorkerConfig
-from streams.replay import ReplayConfig
-from streams.security import kafka_python_kwargs
+from streamrec.cli.main import CliError, build_parser
+from streamrec.streams.broker import Broker, free_port, start_broker
+from streamrec.streams.config import SECURITY_SETTINGS, ConfigError, KafkaSecurity, WorkerConfig
+from streamrec.streams.replay import ReplayConfig
+from streamrec.streams.security import kafka_python_kwargs
 from tests.factories import small_events
 from tests.streams.workers import PARTITIONS, SASL_PASSWORD, SASL_USER, Names, sasl_listener, start_worker
 
@@ -59,7 +59,7 @@ def test_worker_replay_and_evaluate_live_take_the_same_security_flags() -> None:
 ])
 def test_flags_win_over_variables_and_the_password_comes_from_the_environment(
         command: str, required: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from cli.common import security_of
+    from streamrec.cli.common import security_of
 
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
@@ -91,7 +91,7 @@ def test_flags_win_over_variables_and_the_password_comes_from_the_environment(
 def test_replay_and_evaluate_live_refuse_what_the_worker_refuses(flags: list[str], message: str,
                                                                  monkeypatch: pytest.MonkeyPatch,
                                                                  tmp_path: Path) -> None:
-    from cli.common import security_of
+    from streamrec.cli.common import security_of
 
     for name in [s.env for s in SECURITY_SETTINGS]:
         monkeypatch.delenv(name, raising=False)
@@ -116,7 +116,7 @@ def test_a_refused_setting_stops_replay_before_it_reads_data_or_kafka(tmp_path: 
 # ---- the real commands against a broker that wants a login -------------------------------------------
 def streamrec(*args: object, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")} | {"PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "streamrec.cli.main", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env=clean | env)
 
 
@@ -162,7 +162,7 @@ def existing_topics(bootstrap: str) -> set[str]:
 @pytest.mark.kafka
 def test_replay_and_evaluate_live_log_in_and_see_every_event(sasl_broker: tuple[Broker, str], bundle_dir: Path,
                                                              tmp_path: Path) -> None:
-    from model.synth import CSV_COLUMNS, write_csv
+    from streamrec.model.synth import CSV_COLUMNS, write_csv
 
     broker, sasl = sasl_broker
     events = small_events(users=40, items=120, seed=34)
@@ -204,7 +204,7 @@ def test_replay_and_evaluate_live_log_in_and_see_every_event(sasl_broker: tuple[
 @pytest.mark.kafka
 def test_a_wrong_password_stops_replay_and_evaluate_live_with_a_reason(sasl_broker: tuple[Broker, str],
                                                                        bundle_dir: Path, tmp_path: Path) -> None:
-    from model.synth import CSV_COLUMNS, write_csv
+    from streamrec.model.synth import CSV_COLUMNS, write_csv
 
     broker, sasl = sasl_broker
     events = small_events(users=10, items=120, seed=35)

@@ -22,7 +22,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from export.runtime import Bundle
+from streamrec.export.runtime import Bundle
 from tests.streams.workers import (PARTITIONS, Distinct, Names, Reader, check_complete, one_topic_per_user, produce,
                                    sorted_by_production, start_worker)
 

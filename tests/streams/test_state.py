@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from streams.state import HEADER, RECENT_IDS, SOURCES, StateError, UserState, event_id_hash, remember
+from streamrec.streams.state import HEADER, RECENT_IDS, SOURCES, StateError, UserState, event_id_hash, remember
 
 
 def _state(layers: int = 2, hidden: int = 5, seed: int = 0, **kw: object) -> UserState:

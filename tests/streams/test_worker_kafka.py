@@ -25,9 +25,9 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from export.runtime import Bundle
-from model.events import Interaction, by_user
-from streams import codec
+from streamrec.export.runtime import Bundle
+from streamrec.model.events import Interaction, by_user
+from streamrec.streams import codec
 from tests.factories import small_events
 from tests.streams.workers import (ATOL, PARTITIONS, Names, Reader, assert_equal_to_offline, final_states, malformed,
                                    produce, reference, source_of, start_worker)
@@ -168,7 +168,7 @@ def test_input_topics_with_another_partition_count_are_refused(kafka_broker, bun
 
 def test_worker_cli_errors_are_clear(bundle_dir: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
-    run = lambda *a: subprocess.run([sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main())",  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-c", "import sys; from streamrec.cli.main import main; sys.exit(main())",  # noqa: E731
                                      "worker", *a], capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
     r = run()
     assert r.returncode == 2 and "no bundle: pass --bundle DIR or set STREAMREC_BUNDLE" in r.stderr
@@ -190,7 +190,7 @@ def test_worker_cli_errors_are_clear(bundle_dir: Path, tmp_path: Path) -> None:
 
 
 def test_config_flags_win_over_the_environment_and_round_trip(tmp_path: Path) -> None:
-    from streams.config import ConfigError, WorkerConfig
+    from streamrec.streams.config import ConfigError, WorkerConfig
 
     env = {"STREAMREC_BUNDLE": str(tmp_path), "STREAMREC_PARTITIONS": "3", "STREAMREC_GUARANTEE": "exactly-once",
            "STREAMREC_BROKERS": "a:1,b:2", "STREAMREC_K": ""}

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from export.runtime import Bundle
-from streams import faust_adapter
-from streams.config import ConfigError, WorkerConfig
-from streams.worker import Worker
+from streamrec.export.runtime import Bundle
+from streamrec.streams import faust_adapter
+from streamrec.streams.config import ConfigError, WorkerConfig
+from streamrec.streams.worker import Worker
 
 
 def test_two_workers_built_in_one_process_are_independent(bundle_dir: Path, bundle: Bundle, tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from export.runtime import Bundle
-from streams import codec
-from streams.partitioner import KeyPartitioner
+from streamrec.export.runtime import Bundle
+from streamrec.streams import codec
+from streamrec.streams.partitioner import KeyPartitioner
 from tests.streams.workers import (PARTITIONS, Distinct, Names, Reader, assert_equal_to_offline, one_topic_per_user,
                                    reference, source_of, start_worker)
 

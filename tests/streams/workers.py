@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from export.runtime import Bundle
-from model.events import Interaction
-from streams import codec
-from streams.broker import free_port
-from streams.sequencer import is_progress_key
-from streams.state import UserState
+from streamrec.export.runtime import Bundle
+from streamrec.model.events import Interaction
+from streamrec.streams import codec
+from streamrec.streams.broker import free_port
+from streamrec.streams.sequencer import is_progress_key
+from streamrec.streams.state import UserState
 
 PARTITIONS = 4
 ATOL = 1e-5
@@ -79,7 +79,7 @@ class Worker:
 
 def start_worker(broker: str, bundle_dir: Path, names: Names, data_dir: Path, *extra: str) -> Worker:
     exe = Path(sys.executable).with_name("streamrec")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "cli.main"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "streamrec.cli.main"]
     port = free_port()
     args = ["worker", "--bundle", str(bundle_dir), "--brokers", broker, "--clicks-topic", names.clicks,
             "--browses-topic", names.browses, "--output-topic", names.recs, "--dlq-topic", names.dlq,
