@@ -64,7 +64,8 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from streaming import RESULTS, Bench, Processes, cli, health, loadavg, make_bundle, say  # noqa: E402
+from streaming import RESULTS, train_bundle  # noqa: E402
+from streaming_runs import Bench, Processes, cli, health, loadavg, say  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_USERS = 2000  # users the model is trained on when no --bundle is given
@@ -267,6 +268,13 @@ def stream_events(a: argparse.Namespace, work: Path) -> tuple[list[str], dict]:
             "event_types": dict(Counter(e.event_type for e in events)),
             "event_time_span_h": round((events[-1].ts - events[0].ts) / 3.6e6, 1)}
     return ["--data", str(path), "--format", "csv", "--columns", CSV_COLUMNS], info
+
+
+def make_bundle(a: argparse.Namespace, events: list, work: Path) -> tuple[Path, dict]:
+    """--bundle as given, else the small model (benchmarks/streaming.py's) trained on ``events`` and exported."""
+    if a.bundle:
+        return Path(a.bundle).resolve(), {"bundle": str(Path(a.bundle).resolve()), "trained": False}
+    return train_bundle(events, work, a.epochs, "bench-soak")
 
 
 def train_events(a: argparse.Namespace) -> list:
@@ -504,6 +512,8 @@ def main() -> int:
     ap.add_argument("--guarantee", choices=["at-least-once", "exactly-once"], default="at-least-once",
                     help="the worker's processing guarantee (default at-least-once)")
     ap.add_argument("--bundle", help="serve this bundle (default: train and export a small model first, ~1 min)")
+    ap.add_argument("--batch-max", type=int, help="pass --batch-max N to the worker (only when given)")
+    ap.add_argument("--batch-wait", type=float, help="pass --batch-wait MS to the worker (only when given)")
     ap.add_argument("--epochs", type=int, default=2, help="training epochs when no --bundle (default 2)")
     ap.add_argument("--brokers", help="use this Kafka (default: start a private broker, stopped at the end)")
     ap.add_argument("--sample-every", type=float, default=10.0, help="seconds between two samples (default 10)")
@@ -585,7 +595,7 @@ def main() -> int:
         doc["broker"] = {"bootstrap": brokers, "private": broker is not None}
         say(f"  broker at {brokers}")
 
-        bench = SoakBench(a, work, procs, brokers, bundle_dir, data_flags)
+        bench = SoakBench(a, work, procs, brokers, bundle_dir)
         label = "run"
         topic_flags = bench.topics(label)
         inputs = [topic_flags[1], topic_flags[3]]
