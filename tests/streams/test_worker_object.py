@@ -44,3 +44,31 @@ def test_the_adapter_names_what_an_installed_faust_lacks(bundle_dir: Path, tmp_p
         faust_adapter.check(worker.app)
     with pytest.raises(faust_adapter.AdapterError):
         Worker(WorkerConfig(bundle=bundle_dir, data_dir=tmp_path / "2"))  # refused when built, before Faust starts
+
+
+def test_partitions_faust_does_not_take_are_paused_in_aiokafka() -> None:
+    """``hold_inactive`` against aiokafka's own subscription state: a partition Faust does not take
+    records from is paused in aiokafka and what was fetched for it dropped (so it cannot hold the
+    broker's next fetch back, see the adapter); it is resumed, and fetched again, once Faust takes it."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from aiokafka.consumer.subscription_state import SubscriptionState
+    from aiokafka.structs import TopicPartition as TP
+
+    async def main() -> None:
+        clicks, changelog = TP("clicks", 0), TP("app-user-state-changelog", 0)
+        subscriptions = SubscriptionState()
+        subscriptions.assign_from_user({clicks, changelog})
+        state = subscriptions.subscription.assignment.state_value
+        fetcher = SimpleNamespace(_subscriptions=subscriptions, _records={clicks: "fetched", changelog: "fetched"})
+        consumer = SimpleNamespace(_fetcher=fetcher)
+        faust_adapter.hold_inactive(consumer, {clicks})  # recovered: Faust takes only the input
+        assert state(changelog).paused and changelog not in fetcher._records
+        assert not state(clicks).paused and fetcher._records[clicks] == "fetched"
+        faust_adapter.hold_inactive(consumer, {clicks, changelog})  # a rebalance: the changelog is read again
+        assert not state(changelog).paused
+        faust_adapter.hold_inactive(SimpleNamespace(_fetcher=SimpleNamespace(
+            _subscriptions=SubscriptionState(), _records={})), {clicks})  # nothing assigned yet: nothing to do
+
+    asyncio.run(main())
