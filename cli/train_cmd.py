@@ -28,6 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=DATA_HELP + "\n" + EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_flags(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output directory for the checkpoint and reports")
+    p.add_argument("--init-from", metavar="DIR",
+                   help="incremental retraining: continue from this earlier checkpoint (streamrec train --out DIR) "
+                        "on the data given now. Its item and event-type vocabularies are extended with the new "
+                        "ids (existing ids keep their ids and rows; new items get fresh rows), its model shape is "
+                        "kept (the model flags below are ignored), and training starts from its weights")
     m = p.add_argument_group("model")
     m.add_argument("--dim", type=int, default=64, help="embedding size (default 64)")
     m.add_argument("--hidden", type=int, default=128, help="LSTM hidden size (default 128)")
@@ -100,7 +105,21 @@ def run(args: argparse.Namespace) -> int:
                     item_bias=not args.no_item_bias, transitions=args.transitions, cosine=args.cosine)
     info = {"name": os.path.basename(os.path.normpath(args.data)).split(".")[0], "path": str(args.data),
             "format": args.fmt}
-    doc = train(events, args.protocol, args.out, model_kw, cfg, info, with_baselines=not args.no_baselines)
+    init = None
+    if args.init_from:
+        from streamrec.model import checkpoint
+
+        try:
+            init = checkpoint.load(args.init_from)
+        except ValueError as exc:
+            raise SystemExit(f"streamrec train: error: --init-from: {exc}") from None
+    try:
+        doc = train(events, args.protocol, args.out, model_kw, cfg, info, with_baselines=not args.no_baselines,
+                    init_from=init)
+    except ValueError as exc:
+        if init is None:
+            raise
+        raise SystemExit(f"streamrec train: error: --init-from {args.init_from}: {exc}") from None
     if args.json:
         print(json.dumps({"model": doc["model"], "baselines": doc.get("baselines", {}),
                           "n_targets": doc["model"].get("n_targets", 0)}, default=float))
@@ -110,4 +129,8 @@ def run(args: argparse.Namespace) -> int:
         print(metrics_table({"LSTM": doc["model"], **doc.get("baselines", {})}))
         print(f"\ncheckpoint, metrics.json and training_curve.png in {args.out} "
               f"({doc['train_seconds']:.0f} s of training, best epoch {doc['best_valid']['epoch']})")
+        if "init_from" in doc:
+            grown = doc["init_from"]
+            print(f"continued from {args.init_from}: {grown['items_before']:,} items kept their ids, "
+                  f"{grown['items_added']:,} new items added")
     return 0

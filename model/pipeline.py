@@ -14,25 +14,39 @@ from streamrec.model.events import Interaction
 from streamrec.model.lstm import LSTMConfig
 from streamrec.model.plots import training_curve
 from streamrec.model.prepare import Prepared, prepare
-from streamrec.model.splits import summary
+from streamrec.model.splits import split, summary, training_events
 from streamrec.model.encode import Encoded
 from streamrec.model.train import TrainConfig, evaluate_model, fit, parity_sample, refit
+from streamrec.model.warm import grown_config
 
 
 def train(events: list[Interaction], protocol: str, out_dir: str | Path, model_kw: dict | None = None,
           train_cfg: TrainConfig = TrainConfig(), data_info: dict | None = None, progress: bool = True,
-          with_baselines: bool = True) -> dict:
+          with_baselines: bool = True, init_from: checkpoint.Checkpoint | None = None) -> dict:
     """Fit, pick the best epoch on validation, evaluate on test; write DIR/model.pt,
-    DIR/metrics.json and DIR/training_curve.png. Returns the metrics document."""
+    DIR/metrics.json and DIR/training_curve.png. Returns the metrics document.
+
+    ``init_from``: continue from this checkpoint (incremental retraining, ``model/warm.py``): its
+    vocabularies extended with the new ids of the training events, its model's shape (``model_kw``
+    is not used), its weights to start from."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    p = prepare(events, protocol)
-    cfg = LSTMConfig(n_items=len(p.items), n_event_types=len(p.types), **(model_kw or {}))
+    if init_from is not None and train_cfg.refit:
+        raise ValueError("--refit trains a fresh model again; it cannot be combined with --init-from")
+    if init_from is None:
+        p = prepare(events, protocol)
+        cfg = LSTMConfig(n_items=len(p.items), n_event_types=len(p.types), **(model_kw or {}))
+    else:
+        seen = training_events(split(events, protocol))
+        p = prepare(events, protocol, items=init_from.items.extended(e.item_id for e in seen),
+                    types=init_from.types.extended(e.event_type for e in seen))
+        cfg = grown_config(init_from.model.cfg, len(p.items), len(p.types))
     # loo-full: once validation has chosen the epoch, fine-tune on the validation targets too
     # (the test inputs hold them); temporal: see refit below
     model, history = fit(cfg, train_cfg, p.fit, p.encoded, p.valid, progress=progress,
-                         known=known_events(p) if p.split.protocol == "loo-full" else None)
+                         known=known_events(p) if p.split.protocol == "loo-full" else None,
+                         init=None if init_from is None else init_from.model)
     best_valid = max(history, key=lambda h: h.get("valid_NDCG@10", float("-inf")))
     refit_epochs = 0
     if (train_cfg.refit and p.split.protocol == "temporal" and "valid_NDCG@10" in best_valid
@@ -56,6 +70,11 @@ def train(events: list[Interaction], protocol: str, out_dir: str | Path, model_k
         doc["baselines"] = baselines_for(p, progress=progress)
     info = dict(data_info or {}, protocol=p.split.protocol, fingerprint=p.fingerprint,
                 parity_sample=parity_sample(p.fit))
+    if init_from is not None:
+        doc["init_from"] = info["init_from"] = {
+            "data": {k: v for k, v in init_from.data.items() if k != "parity_sample"},
+            "items_before": len(init_from.items) - 2, "items_added": len(p.items) - len(init_from.items),
+            "items_fingerprint_before": init_from.items.fingerprint()}
     checkpoint.save(checkpoint.Checkpoint(model, p.items, p.types, train_cfg.to_dict(),
                                           {"test": test, "valid": doc["best_valid"]}, info), out)
     (out / "metrics.json").write_text(json.dumps(doc, indent=2, default=float), encoding="utf-8")

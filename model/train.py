@@ -19,6 +19,7 @@ from streamrec.model.encode import Encoded, TargetSet, last_items
 from streamrec.model.evaluate import evaluate_scorer
 from streamrec.model.config import TrainConfig
 from streamrec.model.lstm import LSTMConfig, LSTMRecommender
+from streamrec.model.warm import grow
 
 
 def _batches(seqs: list[Encoded], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
@@ -181,8 +182,8 @@ def evaluate_model(model: LSTMRecommender, encoded: dict[str, Encoded], targets:
 
 
 def fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encoded: dict[str, Encoded],
-        valid: TargetSet, progress: bool = True, known: list[Encoded] | None = None
-        ) -> tuple[LSTMRecommender, list[dict]]:
+        valid: TargetSet, progress: bool = True, known: list[Encoded] | None = None,
+        init: LSTMRecommender | None = None) -> tuple[LSTMRecommender, list[dict]]:
     """Train with early stopping; returns the best-on-validation model and the per-epoch history.
 
     With ``cfg.finetune`` > 0 and ``known`` (every event known before the first test target:
@@ -191,12 +192,14 @@ def fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encode
     ``"phase": "finetune"``). The number of epochs and the rate can not be chosen on validation
     (its targets are trained on): they were chosen on a rehearsal that dropped every user's test
     item, so that the real validation targets played the test's part (``benchmarks/quality.py
-    --rehearse``)."""
+    --rehearse``). With ``init`` (an earlier model, ``model/warm.py``), training starts from its
+    weights instead of a fresh initialisation."""
     tune = cfg.finetune if known is not None else 0
     # time to keep for the fine-tune, in fitting epochs: its epochs have more targets
     targets = lambda seqs: sum(len(s) - 1 for s in seqs if len(s) > 1)  # noqa: E731
     more = targets(known or []) / max(targets(fit_seqs), 1)
-    model, opt, history, rng = _fit(model_cfg, cfg, fit_seqs, encoded, valid, progress, reserve=tune * more)
+    model, opt, history, rng = _fit(model_cfg, cfg, fit_seqs, encoded, valid, progress, reserve=tune * more,
+                                    init=init)
     if tune > 0 and history:
         rows = finetune(model, opt, cfg, known, cfg.lr * cfg.finetune_lr, tune, rng, progress)
         history += [dict(r, epoch=history[-1]["epoch"] + r["epoch"]) for r in rows]
@@ -226,14 +229,14 @@ def finetune(model: LSTMRecommender, opt: torch.optim.Optimizer, cfg: TrainConfi
 
 
 def _fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encoded: dict[str, Encoded],
-         valid: TargetSet, progress: bool = True, reserve: float = 0.0
+         valid: TargetSet, progress: bool = True, reserve: float = 0.0, init: LSTMRecommender | None = None
          ) -> tuple[LSTMRecommender, torch.optim.Optimizer, list[dict], np.random.Generator]:
     """``fit`` without the fine-tune; also returns the optimizer and the random generator.
     ``reserve``: epochs of the time budget kept for what follows."""
     if cfg.schedule not in ("plateau", "cosine"):
         raise ValueError(f"unknown schedule {cfg.schedule!r}; schedules are plateau, cosine")
     rng = np.random.default_rng(cfg.seed)
-    model, opt = _new_model(model_cfg, cfg, fit_seqs)
+    model, opt = _new_model(model_cfg, cfg, fit_seqs, init)
     seqs = [s for s in fit_seqs if len(s) >= 2]
     history: list[dict] = []
     best, best_state, bad = -math.inf, None, 0
@@ -308,12 +311,14 @@ def refit(model_cfg: LSTMConfig, cfg: TrainConfig, seqs: list[Encoded], lr_path:
     return model.eval()
 
 
-def _new_model(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded]
-               ) -> tuple[LSTMRecommender, torch.optim.Optimizer]:
+def _new_model(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded],
+               init: LSTMRecommender | None = None) -> tuple[LSTMRecommender, torch.optim.Optimizer]:
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model = LSTMRecommender(model_cfg)
+    if init is not None:
+        grow(init, model)  # the earlier model's weights; new items keep their fresh rows
     if model_cfg.transitions > 0:
         model.set_transitions(*transition_table(fit_seqs, model_cfg.n_items, model_cfg.transitions))
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]

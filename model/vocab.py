@@ -51,6 +51,18 @@ class Vocab:
         ranked = sorted((tok for tok, n in counts.items() if n >= min_count), key=lambda t: (-counts[t], t))
         return cls(ranked[:max_size] if max_size is not None else ranked)
 
+    def extended(self, ids: Iterable[str], *, min_count: int = 1) -> Vocab:
+        """This vocabulary with the new ids among ``ids`` (seen at least ``min_count`` times) after
+        its own, by descending frequency then id: every existing id keeps its index (incremental
+        retraining: the old rows of the model's item tables stay valid)."""
+        counts = Counter(tok for tok in ids if tok not in self._index)
+        fresh = sorted((tok for tok, n in counts.items() if n >= min_count), key=lambda t: (-counts[t], t))
+        return Vocab(self._ids + fresh)
+
+    def extends(self, other: Vocab) -> bool:
+        """Whether every id of ``other`` has the same index here (this one is ``other`` plus new ids)."""
+        return self._ids[:len(other._ids)] == other._ids
+
     def index(self, token: str) -> int:
         """Index of ``token``; ``OOV`` when unknown."""
         return self._index.get(token, OOV)
