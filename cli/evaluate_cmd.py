@@ -22,6 +22,8 @@ masking (--mask):
             included (a repeat can not be recommended); default for --bundle, whose m comes
             from its manifest. These are the numbers `streamrec evaluate-live` reproduces.
 With the same --mask, --model and --bundle give the same HR/NDCG/MRR (a test proves it).
+A bundle with an item index (streamrec export --index) is reported twice: through its index, as
+the worker steps it, and through the exact scan of its item table ("model_exact" in --json).
 """
 
 
@@ -64,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         from streamrec.cli.tables import metrics_table
 
-        print(metrics_table({"LSTM" if args.model else "LSTM (bundle)": doc["model"], **doc.get("baselines", {})}))
+        rows = {"LSTM" if args.model else "LSTM (bundle)": doc["model"]}
+        if "model_exact" in doc:
+            rows = {"LSTM (bundle, index)": doc["model"], "LSTM (bundle, exact scan)": doc["model_exact"]}
+        print(metrics_table({**rows, **doc.get("baselines", {})}))
     return 0
 
 

@@ -8,6 +8,10 @@ Masking follows the TargetSet's rule (model/encode.py):
 - ``history`` (BENCHMARKS.md): drop every item of the input history except the target. A target
   missing from the top-(k+m) list is a miss, which equals the full-catalog rank for every
   K <= k as long as no more than m history items outrank it.
+
+A two-stage bundle (an item index, export/ann.py) is evaluated through its index, as the worker
+steps it, and also through the exact scan of its item table (``exact``): the two side by side show
+what the approximate retrieval costs in HR/NDCG.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from streamrec.model.metrics import MISS, rank_in_list, summarize
 
 
 def bundle_ranks(bundle: Bundle, encoded: dict[str, Encoded], targets: TargetSet, batch_users: int = 256,
-                 progress: bool = False) -> np.ndarray:
+                 progress: bool = False, exact: bool = False) -> np.ndarray:
     by_user: dict[str, list[int]] = {}
     for n, u in enumerate(targets.users):
         by_user.setdefault(u, []).append(n)
@@ -43,7 +47,7 @@ def bundle_ranks(bundle: Bundle, encoded: dict[str, Encoded], targets: TargetSet
             item = np.array([s.items[t] for s in seqs[:active]])
             etype = np.array([s.types[t] for s in seqs[:active]])
             gap = np.array([s.gaps[t] for s in seqs[:active]])
-            out = bundle.step(item, etype, gap, h[:, :active], c[:, :active])
+            out = bundle.step(item, etype, gap, h[:, :active], c[:, :active], exact=exact)
             h[:, :active], c[:, :active] = out.h, out.c
             for j, n in due.get(t, []):
                 if targets.target_masked is not None and targets.target_masked[n]:
@@ -60,21 +64,25 @@ def evaluate_bundle_on(bundle: Bundle, events: list[Interaction], protocol: str,
                        with_baselines: bool = False, progress: bool = False) -> dict:
     """``streamrec evaluate --bundle``: split ``events`` with the bundle's vocabularies, mask by
     ``mask`` (``serving``: the bundle's seen window m; ``history``), evaluate the bundle and,
-    optionally, the baselines on the same targets. Returns {"model", ["baselines"], "n_targets"}."""
+    optionally, the baselines on the same targets. Returns {"model", ["model_exact"], ["baselines"],
+    "n_targets"}; ``model_exact`` for a bundle with an item index (its exact scan)."""
     from streamrec.model.evaluate import baselines_for
     from streamrec.model.prepare import prepare
 
     window = None if mask == "history" else bundle.manifest.m
     p = prepare(events, protocol, items=bundle.items, types=bundle.types, window=window)
     doc = {"model": evaluate_bundle(bundle, p.encoded, p.test, progress=progress)}
+    if bundle.indexed:
+        doc["model_exact"] = evaluate_bundle(bundle, p.encoded, p.test, progress=progress, exact=True)
     if with_baselines:
         doc["baselines"] = baselines_for(p, progress=progress)
     doc["n_targets"] = len(p.test)
     return doc
 
 
-def evaluate_bundle(bundle: Bundle, encoded: dict[str, Encoded], targets: TargetSet, progress: bool = False) -> dict:
+def evaluate_bundle(bundle: Bundle, encoded: dict[str, Encoded], targets: TargetSet, progress: bool = False,
+                    exact: bool = False) -> dict:
     """HR/NDCG/MRR/Precision/F1 at 10 and 20 (no AUC: the bundle returns a top list, not a ranking
     of the whole catalog). K must not exceed the bundle's k."""
     ks = tuple(k for k in (10, 20) if k <= bundle.k)
-    return summarize(bundle_ranks(bundle, encoded, targets, progress=progress), None, ks)
+    return summarize(bundle_ranks(bundle, encoded, targets, progress=progress, exact=exact), None, ks)

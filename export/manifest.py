@@ -35,11 +35,21 @@ class Manifest:
     metrics: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # name -> sha256
+    # two-stage bundles only (export/ann.py): kind, library, file, table, dim, params, candidates,
+    # recall (measured at export); empty: the graph scans the whole catalog
+    index: dict = field(default_factory=dict)
     format: str = FORMAT
     version: int = VERSION
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        doc = asdict(self)
+        if not doc["index"]:  # a full-scan bundle's manifest stays as it was
+            del doc["index"]
+        return json.dumps(doc, indent=2, sort_keys=True)
+
+    @property
+    def indexed(self) -> bool:
+        return bool(self.index)
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:

@@ -3,10 +3,15 @@
 ``streamrec export --model DIR --out BUNDLE``. The bundle is written to a temporary folder,
 validated for parity against the PyTorch model (export/parity.py) and only then moved to
 BUNDLE: a failed parity check leaves nothing usable behind, only the mismatch report.
+``--index KIND`` (export/ann.py) writes a two-stage bundle instead: the graph outputs the scoring
+vector, and the item table and its index go beside it; parity then checks the graph against
+PyTorch through the exact table scan, and a recall gate (export/recall.py) checks the index
+against that scan on states stepped from real recorded histories.
 Torch side: imports torch; the runtime side (export/runtime.py) does not.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
@@ -18,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from streamrec.export import contract
+from streamrec.export import ann, contract
 from streamrec.export.manifest import Manifest, sha256_file
 from streamrec.model.checkpoint import Checkpoint
 from streamrec.model.gaps import __doc__ as GAP_DOC
@@ -41,8 +46,43 @@ class StepGraph(nn.Module):
         return h2, c2, top_items, top_scores
 
 
-def export_onnx(model: LSTMRecommender, path: Path, n_top: int) -> None:
-    graph = StepGraph(model.eval(), n_top).eval()
+class QueryGraph(nn.Module):
+    """The model's own ``step`` with its scoring replaced by the scoring vector it would score with
+    (cosine models: the scaled unit vector), for two-stage bundles: outputs (h, c, query)."""
+
+    def __init__(self, model: LSTMRecommender):
+        super().__init__()
+        if model.cfg.transitions > 0:
+            raise ValueError("an item index cannot serve a model with a transition prior (--transitions): "
+                             "its scores are not an inner product; export it without --index")
+        self.model = copy.copy(model)  # shares every weight; only ``score`` differs
+        self.model.score = self._query
+
+    def _query(self, q, items):
+        if self.model.cfg.cosine > 0:
+            q = self.model.cfg.cosine * nn.functional.normalize(q, dim=-1)
+        return q
+
+    def forward(self, item, event_type, gap, h, c):
+        return self.model.step(item, event_type, gap, h, c)
+
+
+def item_table(model: LSTMRecommender) -> "np.ndarray":
+    """The augmented scoring table [n_items, Q+1] float32: item vectors (unit rows for cosine models) and
+    the item bias as the last column, so [q, 1] . row = the model's score."""
+    import numpy as np
+
+    with torch.no_grad():
+        v = model.output_table().detach().float()
+        if model.cfg.cosine > 0:
+            v = nn.functional.normalize(v, dim=-1)
+        b = model.bias.detach().float() if model.bias is not None else torch.zeros(v.shape[0])
+        return np.ascontiguousarray(torch.cat([v, b[:, None]], dim=1).numpy(), dtype=np.float32)
+
+
+def export_onnx(model: LSTMRecommender, path: Path, n_top: int, query: bool = False) -> None:
+    graph = (QueryGraph(model.eval()) if query else StepGraph(model.eval(), n_top)).eval()
+    outputs = contract.QUERY_OUTPUTS if query else contract.OUTPUTS
     cfg = model.cfg
     b = 2
     args = (torch.ones(b, dtype=torch.int64), torch.ones(b, dtype=torch.int64), torch.zeros(b, dtype=torch.int64),
@@ -50,18 +90,41 @@ def export_onnx(model: LSTMRecommender, path: Path, n_top: int) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(graph, args, str(path), dynamo=False, opset_version=contract.OPSET,
-                          input_names=list(contract.INPUT_NAMES), output_names=list(contract.OUTPUT_NAMES),
-                          dynamic_axes=contract.dynamic_axes(), do_constant_folding=True)
+                          input_names=list(contract.INPUT_NAMES), output_names=[t.name for t in outputs],
+                          dynamic_axes=contract.dynamic_axes(outputs), do_constant_folding=True)
 
 
-def write_bundle(ckpt: Checkpoint, out: Path, k: int, m: int, model_id: str | None = None) -> Manifest:
-    """Write step.onnx, vocabularies and manifest into ``out`` (an empty folder)."""
+def write_index(model: LSTMRecommender, out: Path, spec: ann.IndexSpec, n_top: int, threads: int = 0) -> dict:
+    """item_table.npy and the index file into ``out``; returns the manifest's ``index`` entry."""
+    import numpy as np
+
+    table = item_table(model)
+    np.save(out / contract.TABLE_FILE, table, allow_pickle=False)
+    params = spec.resolved(table.shape[0] - 2)
+    candidates = max(spec.candidates or n_top, n_top)
+    if spec.kind == "hnsw":
+        params["ef_search"] = max(params["ef_search"], candidates)
+    ann.build(table, spec.kind, params, out / contract.INDEX_FILE, threads)
+    return {"kind": spec.kind, "library": ann.LIBRARY, "library_version": ann.library_version(),
+            "file": contract.INDEX_FILE, "table": contract.TABLE_FILE, "dim": int(table.shape[1]),
+            "params": params, "candidates": candidates}
+
+
+def write_bundle(ckpt: Checkpoint, out: Path, k: int, m: int, model_id: str | None = None,
+                 index: ann.IndexSpec | None = None) -> Manifest:
+    """Write step.onnx, vocabularies and manifest into ``out`` (an empty folder); with ``index``, the
+    query graph, the item table and the index (a two-stage bundle)."""
     cfg = ckpt.model.cfg
     n_top = min(k + m, cfg.n_items - 2)
-    export_onnx(ckpt.model, out / contract.STEP_FILE, n_top)
+    export_onnx(ckpt.model, out / contract.STEP_FILE, n_top, query=index is not None)
     ckpt.items.save(out / contract.ITEMS_FILE)
     ckpt.types.save(out / contract.TYPES_FILE)
-    files = {name: sha256_file(out / name) for name in (contract.STEP_FILE, contract.ITEMS_FILE, contract.TYPES_FILE)}
+    names = [contract.STEP_FILE, contract.ITEMS_FILE, contract.TYPES_FILE]
+    entry = {}
+    if index is not None:
+        entry = write_index(ckpt.model, out, index, n_top)
+        names += [contract.TABLE_FILE, contract.INDEX_FILE]
+    files = {name: sha256_file(out / name) for name in names}
     content = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12]
     model_id = model_id or f"lstm-{ckpt.data.get('name', 'model')}"
     manifest = Manifest(
@@ -71,29 +134,46 @@ def write_bundle(ckpt: Checkpoint, out: Path, k: int, m: int, model_id: str | No
         event_types=ckpt.types.ids, n_gap_buckets=cfg.n_gap_buckets,
         gap_rule=" ".join(GAP_DOC.split("\n\n")[1].split()), opset=contract.OPSET,
         metrics=ckpt.metrics, training={"config": cfg.to_dict(), "train": ckpt.train_config, "data": ckpt.data},
-        files=files,
+        files=files, index=entry,
     )
     (out / contract.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
     return manifest
 
 
 def export_bundle(ckpt: Checkpoint, out_dir: str | Path, k: int = 20, m: int = 50,
-                  parity_sequences: list | None = None, model_id: str | None = None):
-    """Export, check parity, then move into place. Returns (manifest, parity report).
+                  parity_sequences: list | None = None, model_id: str | None = None,
+                  index: ann.IndexSpec | None = None, min_recall: float | None = None,
+                  recall_sequences: list | None = None):
+    """Export, check parity (and, with ``index``, recall), then move into place. Returns (manifest,
+    parity report), the manifest holding the recall measured.
 
-    Raises ParityError (with the full report) when the ONNX step does not reproduce the model.
+    Raises ParityError (with the full report) when the ONNX step does not reproduce the model, and
+    RecallError when the index's recall@10 is below ``min_recall`` (default 0.95).
     """
+    from dataclasses import replace
+
     from streamrec.export.parity import ParityError, check_parity  # torch-side validation
+    from streamrec.export.recall import MIN_RECALL_AT_10, RecallError, measure
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out or remove it")
     tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out.parent if out.parent.exists() else None))
     try:
-        manifest = write_bundle(ckpt, tmp, k, m, model_id)
+        # (``index`` passed only when set: write_bundle's older signature stays callable as is)
+        manifest = write_bundle(ckpt, tmp, k, m, model_id, **({"index": index} if index else {}))
         report = check_parity(ckpt, tmp, parity_sequences)
         if not report.ok:
             raise ParityError(report)
+        if index is not None:
+            from streamrec.export.runtime import Bundle
+
+            seqs = recall_sequences or parity_sequences or ckpt.data.get("parity_sample")
+            rec = measure(Bundle.load(tmp), seqs, MIN_RECALL_AT_10 if min_recall is None else min_recall)
+            if not rec.ok:
+                raise RecallError(rec)
+            manifest = replace(manifest, index={**manifest.index, "recall": rec.to_dict()})
+            (tmp / contract.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
         if out.exists():
             out.rmdir()
         out.parent.mkdir(parents=True, exist_ok=True)

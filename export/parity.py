@@ -5,6 +5,8 @@ serving), for batch 1 and batch 8, and every output is compared against the cont
 tolerances. Top-k ids must be identical except where the two neighbouring scores tie within
 tolerance. A batched ONNX step must also equal the same rows stepped one by one. The
 report lists every check, so a mismatch shows each output that differs and by how much.
+A two-stage bundle is checked through its exact scan of the item table (``step(exact=True)``:
+the query graph and the table against PyTorch); its index is export/recall.py's gate.
 """
 from __future__ import annotations
 
@@ -110,7 +112,7 @@ def check_parity(ckpt: Checkpoint, bundle_dir: Path, sequences: list[dict] | Non
         for t in range(steps):
             it, ty, gp = (torch.from_numpy(ev[i, t]) for i in range(3))
             th, tc, ts = model.step(it, ty, gp, th, tc)
-            out = bundle.step(ev[0, t], ev[1, t], ev[2, t], oh, oc)
+            out = bundle.step(ev[0, t], ev[1, t], ev[2, t], oh, oc, exact=bundle.indexed)
             oh, oc = out.h, out.c
             errs["h_out"] = max(errs["h_out"], float(np.abs(th.numpy() - oh).max()))
             errs["c_out"] = max(errs["c_out"], float(np.abs(tc.numpy() - oc).max()))
@@ -139,10 +141,10 @@ def _batched_vs_rows(bundle: Bundle, seqs: list[dict], batch: int = 8, steps: in
     err = {"h_out": 0.0, "c_out": 0.0, "top_scores": 0.0}
     id_mismatch = 0
     for t in range(steps):
-        out = bundle.step(ev[0, t], ev[1, t], ev[2, t], h, c)
+        out = bundle.step(ev[0, t], ev[1, t], ev[2, t], h, c, exact=bundle.indexed)
         h, c = out.h, out.c
         for b in range(batch):
-            one = bundle.step(ev[0, t, b:b + 1], ev[1, t, b:b + 1], ev[2, t, b:b + 1], *rows[b])
+            one = bundle.step(ev[0, t, b:b + 1], ev[1, t, b:b + 1], ev[2, t, b:b + 1], *rows[b], exact=bundle.indexed)
             rows[b] = (one.h, one.c)
             err["h_out"] = max(err["h_out"], float(np.abs(one.h[:, 0] - h[:, b]).max()))
             err["c_out"] = max(err["c_out"], float(np.abs(one.c[:, 0] - c[:, b]).max()))

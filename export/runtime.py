@@ -5,6 +5,10 @@ Importing this module never imports torch; the streaming worker depends on that.
     bundle = Bundle.load("bundles/m1")          # verifies checksums and dims, or BundleError
     h, c = bundle.init_state(batch=4)
     out = bundle.step(items, types, gaps, h, c)  # out.h, out.c, out.top_items, out.top_scores
+
+A two-stage bundle (``manifest.index``, export/ann.py) answers the same ``step``: its graph gives
+the scoring vector, the item index gives candidates, and they are re-scored exactly here
+(``step(..., exact=True)`` scans the whole item table instead: the reference for parity and recall).
 """
 from __future__ import annotations
 
@@ -32,8 +36,10 @@ class Bundle:
     """A verified bundle: manifest, vocabularies and an ONNX Runtime session for the step."""
 
     def __init__(self, root: Path, manifest: Manifest, items: Vocab, types: Vocab,
-                 session: ort.InferenceSession):
+                 session: ort.InferenceSession, index=None, table: np.ndarray | None = None):
         self.root, self.manifest, self.items, self.types, self.session = root, manifest, items, types, session
+        self.index, self.table = index, table  # two-stage bundles only
+        self.full_scan_rows = 0  # rows the index found fewer than n_top items for (answered by the full scan)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], threads: int = 1) -> Bundle:
@@ -44,6 +50,8 @@ class Bundle:
                               f"(make one with: streamrec export --model DIR --out {root})")
         manifest = Manifest.from_json(mpath.read_text(encoding="utf-8"))
         missing = {contract.STEP_FILE, contract.ITEMS_FILE, contract.TYPES_FILE} - set(manifest.files)
+        if manifest.indexed:
+            missing |= {manifest.index.get("file"), manifest.index.get("table")} - set(manifest.files)
         if missing:
             raise BundleError(f"bundle {root} refused: manifest lists no checksum for {sorted(missing)}")
         verify_files(root, manifest)
@@ -54,7 +62,20 @@ class Bundle:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         session = ort.InferenceSession(str(root / contract.STEP_FILE), opts, providers=["CPUExecutionProvider"])
-        bundle = cls(root, manifest, items, types, session)
+        index = table = None
+        if manifest.indexed:
+            from streamrec.export.ann import IndexUnavailable, ItemIndex
+
+            try:
+                index = ItemIndex(root / manifest.index["file"], manifest.index["kind"], manifest.index["params"], threads)
+            except IndexUnavailable as exc:
+                raise BundleError(f"bundle {root}: {exc}") from None
+            except (ValueError, RuntimeError) as exc:  # another kind of index, or faiss cannot read it
+                raise BundleError(f"bundle {root} refused: {exc}") from None
+            # memory-mapped (pages shared between processes, read on demand), as a plain ndarray: numpy's
+            # memmap subclass costs microseconds per indexing call
+            table = np.load(root / manifest.index["table"], mmap_mode="r", allow_pickle=False).view(np.ndarray)
+        bundle = cls(root, manifest, items, types, session, index, table)
         bundle._check_dims()
         return bundle
 
@@ -68,18 +89,35 @@ class Bundle:
             problems.append(f"n_top={m.n_top} is not min(k+m, n_items-2)")
         ins = {i.name: i for i in self.session.get_inputs()}
         outs = {o.name: o for o in self.session.get_outputs()}
-        if tuple(ins) != contract.INPUT_NAMES or tuple(outs) != contract.OUTPUT_NAMES:
+        outputs = contract.QUERY_OUTPUTS if m.indexed else contract.OUTPUTS
+        names = tuple(t.name for t in outputs)
+        if m.indexed:
+            problems += self._index_problems(outs)
+        if tuple(ins) != contract.INPUT_NAMES or tuple(outs) != names:
             problems.append(f"graph inputs/outputs {list(ins)}/{list(outs)} differ from the contract "
-                            f"{list(contract.INPUT_NAMES)}/{list(contract.OUTPUT_NAMES)}")
+                            f"{list(contract.INPUT_NAMES)}/{list(names)}")
         else:
-            sizes = {"L": m.layers, "H": m.hidden, "N": m.n_top}
-            for t in contract.INPUTS + contract.OUTPUTS:
+            sizes = {"L": m.layers, "H": m.hidden, "N": m.n_top, "Q": m.index.get("dim", 0) - 1}
+            for t in contract.INPUTS + outputs:
                 shape = (ins.get(t.name) or outs.get(t.name)).shape
                 for sym, dim in zip(t.shape, shape):
                     if sym in sizes and isinstance(dim, int) and dim != sizes[sym]:
                         problems.append(f"{t.name} axis {sym} is {dim} in the graph, {sizes[sym]} in the manifest")
         if problems:
             raise BundleError(f"bundle {self.root} refused: " + "; ".join(problems))
+
+    def _index_problems(self, outs: dict) -> list[str]:
+        m, problems = self.manifest, []
+        d = int(m.index.get("dim", 0))
+        if self.table.dtype != np.float32 or self.table.shape != (m.n_items, d):
+            problems.append(f"{m.index['table']} is {self.table.dtype} {list(self.table.shape)}, manifest says "
+                            f"float32 [{m.n_items}, {d}]")
+        if self.index.dim != d or self.index.size != m.n_items - 2:
+            problems.append(f"{m.index['file']} holds {self.index.size} vectors of dim {self.index.dim}, manifest "
+                            f"says {m.n_items - 2} of dim {d}")
+        if int(m.index.get("candidates", 0)) < m.n_top:
+            problems.append(f"index candidates {m.index.get('candidates')} < n_top {m.n_top}")
+        return problems
 
     # ---- stepping --------------------------------------------------------------------------
     @property
@@ -94,12 +132,71 @@ class Bundle:
         shape = (self.manifest.layers, batch, self.manifest.hidden)
         return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
 
+    @property
+    def indexed(self) -> bool:
+        return self.manifest.indexed
+
     def step(self, item: np.ndarray, event_type: np.ndarray, gap: np.ndarray,
-             h: np.ndarray, c: np.ndarray) -> StepResult:
+             h: np.ndarray, c: np.ndarray, exact: bool = False) -> StepResult:
+        """Step B events; ``exact`` (two-stage bundles) scans the whole item table instead of the index."""
         feeds = {"item": np.ascontiguousarray(item, dtype=np.int64),
                  "event_type": np.ascontiguousarray(event_type, dtype=np.int64),
                  "gap": np.ascontiguousarray(gap, dtype=np.int64),
                  "h": np.ascontiguousarray(h, dtype=np.float32),
                  "c": np.ascontiguousarray(c, dtype=np.float32)}
-        h2, c2, ti, ts = self.session.run(list(contract.OUTPUT_NAMES), feeds)
+        if not self.indexed:
+            h2, c2, ti, ts = self.session.run(list(contract.OUTPUT_NAMES), feeds)
+            return StepResult(h2, c2, ti, ts)
+        h2, c2, q = self.session.run(list(contract.QUERY_OUTPUT_NAMES), feeds)
+        q = self.augment(q)
+        ti, ts = self.top_exact(q) if exact else self.top_indexed(q)
         return StepResult(h2, c2, ti, ts)
+
+    # ---- two-stage bundles ---------------------------------------------------------------
+    @staticmethod
+    def augment(q: np.ndarray) -> np.ndarray:
+        """[q, 1]: one inner product with a table row [v, b] is the score q.v + b."""
+        out = np.ones((q.shape[0], q.shape[1] + 1), np.float32)
+        out[:, :-1] = q
+        return out
+
+    def top_indexed(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates from the index, re-scored exactly against the item table: top n_top, best first."""
+        cand = self.index.search(q, int(self.manifest.index["candidates"]))
+        missing = cand < 0
+        rows = self.table[np.where(missing, 0, cand)]  # [B, n, Q+1]
+        scores = np.matmul(rows, q[:, :, None])[:, :, 0]
+        if missing.any():
+            scores[missing] = -np.inf
+        ti, ts = _best(cand, scores, self.manifest.n_top)
+        short = (ti < 0).any(axis=1)
+        if short.any():  # the index found fewer than n_top items (e.g. IVF lists too small): scan those rows
+            ti[short], ts[short] = self.top_exact(q[short])
+            self.full_scan_rows += int(short.sum())
+        return ti, ts
+
+    def top_exact(self, q: np.ndarray, rows: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """The whole item table scanned (PAD and OOV excluded): the reference for the index. ``rows``
+        queries at a time (a [rows, n_items] score matrix: 128 MB at 1M items)."""
+        n, table = self.manifest.n_top, self.table[2:]
+        top_i = np.empty((q.shape[0], n), np.int64)
+        top_s = np.empty((q.shape[0], n), np.float32)
+        for a in range(0, q.shape[0], rows):
+            scores = q[a:a + rows] @ table.T
+            keep = (np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < scores.shape[1]
+                    else np.argsort(-scores, axis=1))
+            top_i[a:a + rows], top_s[a:a + rows] = _best(keep + 2, np.take_along_axis(scores, keep, 1), n)
+        return top_i, top_s
+
+
+def _best(ids: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` best of each row, best first; equal scores by lower item id (as the graph's TopK)."""
+    if ids.shape[0] == 1:  # the worker's common case: no per-row loop
+        order = np.lexsort((ids[0], -scores[0]))[:n]
+        return ids[:, order], scores[:, order]
+    top_i = np.empty((ids.shape[0], n), np.int64)
+    top_s = np.empty((ids.shape[0], n), np.float32)
+    for r in range(ids.shape[0]):
+        order = np.lexsort((ids[r], -scores[r]))[:n]
+        top_i[r], top_s[r] = ids[r, order], scores[r, order]
+    return top_i, top_s
