@@ -3,6 +3,7 @@
 into site-packages and ships the message schemas."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import venv
@@ -15,8 +16,14 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
+#: The clean venv must see nothing of this environment's (a PYTHONPATH to a checkout would let pip find
+#: streamrec "already installed" there, and the probe import the checkout instead of the wheel).
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+
+
 def run(*cmd: str | Path, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env=CLEAN_ENV)
     assert done.returncode == 0, f"{' '.join(map(str, cmd))} failed ({done.returncode}):\n{done.stdout[-3000:]}\n" \
                                  f"{done.stderr[-3000:]}"
     return done
