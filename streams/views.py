@@ -19,13 +19,15 @@ from faust.exceptions import ConsumerNotStarted
 from faust.web import Request, Response, View
 
 from streamrec.streams import codec
-from streamrec.streams.metrics import CONTENT_TYPE
 from streamrec.streams.state import UserState
 
 if TYPE_CHECKING:
     from streamrec.streams.worker import Worker
 
 log = logging.getLogger("streamrec.worker")
+
+#: The Prometheus text format (UTF-8; aiohttp refuses a charset parameter here).
+CONTENT_TYPE = "text/plain; version=0.0.4"
 
 #: Seconds a client should wait before asking again while the worker cannot answer yet.
 RETRY_AFTER_S = 1

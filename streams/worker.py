@@ -63,7 +63,7 @@ from streamrec.streams.config import ConfigError, WorkerConfig
 from streamrec.streams.expiry import expire_idle_states
 from streamrec.streams.inbox import Inbox
 from streamrec.streams.logic import DUPLICATE, REDELIVERED
-from streamrec.streams.metrics import WorkerMetrics, count_users
+from streamrec.streams.metrics import WorkerMetrics
 from streamrec.streams.partitioner import KeyPartitioner
 from streamrec.streams.pipeline import Pipeline
 from streamrec.streams.progress import APPLY, REPLAYED, REWIND
@@ -84,8 +84,6 @@ ROCKSDB_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "
 #: 5 ms switch interval each time): measured on ml-100k at 795 events/s offered, p50 latency 22-25 ms
 #: with batches in the thread, 17 ms inline; the drain rate is the same either way.
 INLINE_STEP_S = 0.05
-#: Seconds between two counts of the state table's users (when GET /metrics is scraped).
-USERS_COUNT_S = 30.0
 
 
 def read_manifest(config: WorkerConfig) -> Manifest:
@@ -143,10 +141,6 @@ class Worker:
         self.pending: dict[bytes, bytes] = {}
         self.http_refusals: dict[str, int] = {}  # reason -> HTTP requests answered 503 for it (streams/views.py)
         self.metrics = WorkerMetrics(self)  # GET /metrics (streams/metrics.py)
-        self._users: int | None = None  # the last count of the state table's users (state_users)
-        self._users_count: asyncio.Future[int] | None = None
-        self._users_counted_at = -USERS_COUNT_S
-        self._counting = ThreadPoolExecutor(1, thread_name_prefix="streamrec-count")
         self.stepping: set[bytes] = set()  # keys of the batch being stepped (the expiry sweep skips them)
         self.stream_time = 0  # newest event time applied (epoch ms): the clock of --state-ttl
         self.inbox = Inbox(min(config.batch_max, config.in_flight), config.batch_wait)
@@ -477,45 +471,6 @@ class Worker:
     async def _pipeline_failed(self, exc: BaseException) -> None:
         log.critical("streamrec worker stops: writing an event's results failed: %r", exc)
         await self.app.crash(exc)
-
-    # ---- what GET /metrics reads when scraped -------------------------------------------------
-    def is_ready(self) -> bool:
-        return views.not_ready(self) is None
-
-    def _assigned_inputs(self) -> list[Any]:
-        try:
-            return sorted(tp for tp in self.app.assignor.assigned_actives() if tp.topic in self.sequencer.inputs)
-        except Exception:  # noqa: BLE001 - not assigned yet (starting, rebalancing)
-            return []
-
-    def consumer_lag(self) -> list[tuple[Any, int]]:
-        """(input partition, records in Kafka past its last finished offset) per assigned input partition
-        whose end offset is known; a partition with nothing finished yet counts from offset 0."""
-        out = []
-        for tp in self._assigned_inputs():
-            high = self.app.consumer.highwater(tp)
-            if high is not None:
-                finished = self.sequencer.finished(tp)
-                out.append((tp, max(0, high - (finished + 1 if finished is not None else 0))))
-        return out
-
-    def state_users(self) -> int | None:
-        """Users in the local state table (assigned partitions): the last exact count of its keys, progress
-        keys left out, None before the first one. Scraping starts a new count in a thread of its own when
-        the last is older than ``USERS_COUNT_S`` (RocksDB's own estimate counts every overwrite in its
-        memtable: 20 events of one user count 20 until a flush). Counting costs ~1.5 us a user."""
-        if self._users_count is None and time.monotonic() - self._users_counted_at >= USERS_COUNT_S:
-            dbs = [faust_adapter.partition_db(self.states, p)
-                   for p in sorted({tp.partition for tp in self._assigned_inputs()})]
-            if dbs:
-                self._users_count = asyncio.get_running_loop().run_in_executor(self._counting, count_users, dbs)
-                self._users_count.add_done_callback(self._users_counted)
-        return self._users
-
-    def _users_counted(self, future: asyncio.Future[int]) -> None:
-        self._users_count, self._users_counted_at = None, time.monotonic()
-        if not future.cancelled() and future.exception() is None:
-            self._users = future.result()
 
     def _partition_problem(self, topic: str) -> str | None:
         """Why ``topic`` cannot feed the table (another partition count: its events would land in the wrong

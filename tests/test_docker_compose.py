@@ -53,10 +53,13 @@ def exposition() -> str:
     tp = SimpleNamespace(topic="clicks", partition=3)
     worker = SimpleNamespace(
         counts=Counter(received=10, emitted=8, duplicate=1, rejected=1), rejected=dict.fromkeys(REASONS, 1),
-        consumer_lag=lambda: [(tp, 5)], state_users=lambda: 7, in_flight=2, is_ready=lambda: True,
-        stream_time=1_700_000_000_000, manifest=SimpleNamespace(model_version="lstm-test-0123456789ab"),
+        in_flight=2, bundle=None, stream_time=1_700_000_000_000,
+        manifest=SimpleNamespace(model_version="lstm-test-0123456789ab"),
         table_name="user-state-lstm-test-0123456789ab", config=SimpleNamespace(guarantee="at_least_once"))
-    return WorkerMetrics(worker).exposition().decode()
+    metrics = WorkerMetrics(worker)
+    metrics.consumer_lag = lambda: [(tp, 5)]  # what a scrape reads of a running worker's consumer and table
+    metrics.state_users = lambda: 7
+    return metrics.exposition().decode()
 
 
 def exposed() -> tuple[set[str], set[str]]:
