@@ -7,7 +7,9 @@ conductor, the channel queue, the stream iterator):
 
 - ``install_batch_drain`` gives the app a consumer whose fetch loop (``Consumer._drain_messages``)
   hands every fetched record of the input topics to the worker in one synchronous call per fetch,
-  and every other record (changelogs during recovery) to Faust as before;
+  and every other record (changelogs during recovery) to Faust as before; its consumer thread
+  pauses in aiokafka the partitions Faust does not take records from (``hold_inactive``), so that
+  their unconsumed fetches cannot hold back the next fetch of the input partitions;
 - records are sent with aiokafka batch builders (``streams/writer.py``'s ``Outbox``), through
   Faust's own producer (at-least-once) or the source partition's transactional producer
   (``plain_producer``, ``transactional_producer``);
