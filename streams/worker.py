@@ -12,8 +12,9 @@ An event's way through the code, one micro-batch at a time (``_consume`` -> ``_h
       -> read the users' states (RocksDB, or the pending ones not yet stored)
       -> plan (streams.batch.plan_batch: decode, step in waves, encode)
       -> publish (Outbox: batched sends; exactly-once: in each source partition's transaction)
-      -> complete (Pipeline, in arrival order: wait for delivery, store states and progress
-         (at-least-once), acknowledge every record to Faust)
+      -> complete (Pipeline, in arrival order: wait for delivery; exactly-once: acknowledge every
+         record to Faust; at-least-once: send states and progress to the changelog, and once Kafka
+         has them store them locally and acknowledge the records, batch after batch)
 
 Records are sequenced before they are decoded: a record the sequencer lets go (it comes again
 after a seek) is not parsed for nothing, and a malformed record still takes its place in its
@@ -33,8 +34,9 @@ Contract (``streams/codec.py`` has the message formats):
   ``UserState.pack()``; a new model version starts with fresh states. The same table holds, under
   keys ``b"\\x00progress\\x00<topic>:<partition>"``, the last offset finished in each input
   partition (``streams/sequencer.py``).
-- at-least-once (default): a state is stored only once the recommendations of its events are
-  acknowledged by Kafka; a crash replays events since the last commit, and the state's per-topic
+- at-least-once (default): a state is written only once the recommendations of its events are
+  acknowledged by Kafka, and stored locally (and its records acknowledged to Faust, so their offsets
+  can be committed) only once Kafka acknowledged its changelog write; a crash replays events since the last commit, and the state's per-topic
   offsets and recent event ids skip what it already holds. Exactly-once: Kafka transactions, one
   per input partition (consumers read with ``isolation.level=read_committed``).
 """
@@ -139,6 +141,8 @@ class Worker:
         # At-least-once: user key -> packed state whose events' recommendations Kafka has not acknowledged
         # yet; the table gets it only then, the user's next events read it from here.
         self.pending: dict[bytes, bytes] = {}
+        # At-least-once: the last batch's _store_when_written (each awaits the one before: stored in order)
+        self._stored: asyncio.Future[bool] | None = None
         self.http_refusals: dict[str, int] = {}  # reason -> HTTP requests answered 503 for it (streams/views.py)
         self.metrics = WorkerMetrics(self)  # GET /metrics (streams/metrics.py)
         self.stepping: set[bytes] = set()  # keys of the batch being stepped (the expiry sweep skips them)
@@ -149,7 +153,7 @@ class Worker:
         self.pipeline = Pipeline(config.in_flight, on_error=self._pipeline_failed)
         self.in_flight = 0  # events whose batch is stepped and not yet completed
         self._room = asyncio.Event()  # set when in_flight drops
-        self.sequencer = Sequencer(app, self.states, self.counts, self.slots, drain=self.pipeline.drain)
+        self.sequencer = Sequencer(app, self.states, self.counts, self.slots, drain=self._drain)
         self.partitioner = KeyPartitioner()
         self.running_marker = config.data_dir / "streamrec.running"  # exists while a worker runs on this data dir
         self._prepared = False
@@ -228,7 +232,7 @@ class Worker:
     async def _finish(self, current: asyncio.Future[None] | None) -> None:
         if current is not None and not current.done():
             await asyncio.wait([current])
-        await self.pipeline.drain()
+        await self._drain()
 
     async def _handle(self, messages: list[Any]) -> None:
         """One micro-batch: sequence, read states, plan, publish, queue the completion."""
@@ -436,37 +440,74 @@ class Worker:
     async def _complete(self, admitted: list[Any], futures: list[Any], emitted: int,
                         blobs: dict[bytes, tuple[int, int, bytes]] | None, last: dict[Any, int] | None,
                         fresh: list[Any]) -> None:
-        """Run by the pipeline, in arrival order: wait for the batch's writes; at-least-once, then store
-        its states and its partitions' progress (in this order: one changelog partition holds both);
-        count it; acknowledge every record to Faust."""
+        """Run by the pipeline, in arrival order: wait for the batch's writes; count it. Exactly-once:
+        acknowledge every record to Faust. At-least-once: send its states and its partitions' progress
+        to the changelog (in this order: one changelog partition holds both) and leave the rest to
+        ``_store_when_written``."""
         for future in futures:
             await future
         if fresh:  # Kafka timestamps (seconds) of the new records -> their writes acknowledged
             stamps = np.fromiter((m.timestamp for m in fresh), dtype=np.float64, count=len(fresh))
             self.metrics.publish_latency.observe_many(time.time() - stamps)
-        if blobs is not None and last is not None:
-            local: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-            box = self._outbox(faust_adapter.plain_producer(self.app))
-            for key, (_, partition, blob) in blobs.items():
-                local[partition].append((key, blob))
-                box.add(self.changelog, key, blob, partition)
-                if self.pending.get(key) is blob:  # no later event of the user is in flight
-                    del self.pending[key]
-            for tp, offset in last.items():
-                finished = self.sequencer.finished(tp)
-                if finished is None or offset > finished:  # (redelivered records are acknowledged only)
-                    key, value = self.sequencer.progress(tp, offset)
-                    local[tp.partition].append((key, value))
-                    box.add(self.changelog, key, value, tp.partition)
-            self._put_local(local)
-            sent = await box.send()  # not awaited further: at-least-once, as faust's own table writes
-            done = faust_adapter.changelog_written(self.app, self.states, False)
-            for future in sent:
-                future.add_done_callback(done)
         self.counts["emitted"] += emitted
+        if blobs is None or last is None:
+            self._acknowledge(admitted)
+            return
+        local: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+        box = self._outbox(faust_adapter.plain_producer(self.app))
+        for key, (_, partition, blob) in blobs.items():
+            local[partition].append((key, blob))
+            box.add(self.changelog, key, blob, partition)
+        for tp, offset in last.items():
+            finished = self.sequencer.finished(tp)
+            if finished is None or offset > finished:  # (redelivered records are acknowledged only)
+                key, value = self.sequencer.progress(tp, offset)
+                local[tp.partition].append((key, value))
+                box.add(self.changelog, key, value, tp.partition)
+        sent = await box.send()
+        self._stored = asyncio.ensure_future(self._store_when_written(self._stored, sent, local, blobs, admitted))
+
+    async def _store_when_written(self, previous: asyncio.Future[bool] | None, futures: list[Any],
+                                  local: dict[int, list[tuple[bytes, bytes]]],
+                                  blobs: dict[bytes, tuple[int, int, bytes]], admitted: list[Any]) -> bool:
+        """At-least-once, after the previous batch's (in arrival order, so the local table never goes
+        back): once Kafka has acknowledged the batch's changelog writes, store its states and progress
+        in the local table, then acknowledge its records to Faust. Returns whether it did.
+
+        Neither may come earlier. Faust commits the offsets of acknowledged records: a crash after such
+        a commit but before the changelog had the states would lose them, as the records never come
+        again. And a local table ahead of its changelog survives a SIGKILL (RocksDB's log is on disk):
+        the worker would count the redelivered records as finished and never write their states to
+        the changelog. Behind is safe: those records come again and are stepped again, to the same
+        states. Runs beside the pipeline: the next batch's completion does not wait for this round trip."""
+        if previous is not None and not await previous:
+            return False  # the worker is stopping with that batch's error
+        try:
+            for future in futures:
+                await future
+        except Exception as exc:  # noqa: BLE001 - the worker stops with it; the records come again
+            await self._pipeline_failed(exc)
+            return False
+        self._put_local(local)
+        for key, (_, _, blob) in blobs.items():
+            if self.pending.get(key) is blob:  # no later event of the user is in flight
+                del self.pending[key]
+        done = faust_adapter.changelog_written(self.app, self.states, False)
+        for future in futures:
+            done(future)
+        self._acknowledge(admitted)
+        return True
+
+    def _acknowledge(self, admitted: list[Any]) -> None:
         ack = self.app.consumer.ack
         for m in admitted:
             ack(m)
+
+    async def _drain(self) -> None:
+        """Until every batch taken so far is finished: completed and (at-least-once) stored."""
+        await self.pipeline.drain()
+        if self._stored is not None:
+            await asyncio.wait([self._stored])
 
     async def _pipeline_failed(self, exc: BaseException) -> None:
         log.critical("streamrec worker stops: writing an event's results failed: %r", exc)

@@ -72,3 +72,48 @@ def test_partitions_faust_does_not_take_are_paused_in_aiokafka() -> None:
             _subscriptions=SubscriptionState(), _records={})), {clicks})  # nothing assigned yet: nothing to do
 
     asyncio.run(main())
+
+
+def test_at_least_once_stores_and_acknowledges_only_after_the_changelog_has_the_states(
+        bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule that keeps the changelog complete across a SIGKILL under at-least-once: a batch's states
+    go to the local table, and its records are acknowledged to Faust (their offsets become committable),
+    only once Kafka acknowledged the batch's changelog writes, and batch after batch in arrival order
+    even when a later batch's writes are acknowledged first; a failed write stores and acknowledges
+    nothing, of that batch or any later one, and stops the worker."""
+    import asyncio
+
+    worker = Worker(WorkerConfig(bundle=bundle_dir, data_dir=tmp_path))
+    events: list[tuple[str, object]] = []
+    monkeypatch.setattr(worker, "_put_local", lambda local: events.append(("stored", sorted(local))))
+    monkeypatch.setattr(worker, "_acknowledge", lambda admitted: events.append(("acked", list(admitted))))
+    monkeypatch.setattr(faust_adapter, "changelog_written", lambda app, table, eos: lambda future: None)
+    failures: list[BaseException] = []
+
+    async def failed(exc: BaseException) -> None:
+        failures.append(exc)
+
+    monkeypatch.setattr(worker, "_pipeline_failed", failed)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        writes = [loop.create_future() for _ in range(4)]
+        blobs = [b"s%d" % n for n in range(4)]
+        worker.pending = {b"u1": blobs[1], b"u2": blobs[2]}  # the states of batches 1 and 2, not yet stored
+        chain = None
+        for n, write in enumerate(writes):
+            chain = asyncio.ensure_future(worker._store_when_written(
+                chain, [write], {n: [(b"u%d" % n, blobs[n])]}, {b"u%d" % n: (0, n, blobs[n])}, [f"m{n}"]))
+        writes[1].set_result(None)  # batch 1's changelog write is acknowledged before batch 0's
+        await asyncio.sleep(0.01)
+        assert events == []  # nothing stored or acknowledged: batch 0's states are not in Kafka yet
+        writes[0].set_result(None)
+        await asyncio.sleep(0.01)
+        assert events == [("stored", [0]), ("acked", ["m0"]), ("stored", [1]), ("acked", ["m1"])]
+        assert worker.pending == {b"u2": blobs[2]}  # batch 1's state is read from the table now
+        writes[3].set_result(None)
+        writes[2].set_exception(OSError("broker gone"))
+        assert chain is not None and await chain is False
+        assert len(events) == 4 and [str(e) for e in failures] == ["broker gone"]  # batches 2 and 3: neither
+
+    asyncio.run(main())
