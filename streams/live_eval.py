@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,6 +149,12 @@ class LiveLog:
         coords = self.by_id.get(eid)
         return None if coords is None else self.outputs.get(coords)
 
+    def answered_with_list(self, user: str, position: int) -> bool:
+        """Whether the worker answered the user's event at ``position`` and had published a list for
+        the user before it (the list that event is scored against, see ``shown_before``)."""
+        own = self.output_of(event_id(user, position))
+        return own is not None and self._place[own.source] > 0
+
     def shown_before(self, user: str, position: int, stats: Counter[str]) -> OutputRecord | None:
         """The list the user had when their event at ``position`` was processed (see the module docstring)."""
         expected = self.output_of(event_id(user, position - 1))
@@ -263,11 +269,24 @@ def build_report(log: LiveLog, sp: Split, items: Vocab, k: int, model_version: s
 
 
 # ---- Kafka ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Lane:
+    """One worker's answers: its recommendations topic, its dead-letter topic and the log they go
+    into. Every lane gets every input record; a topic two lanes share (a common dead-letter topic)
+    feeds both."""
+
+    output: str
+    dlq: str
+    log: LiveLog
+
+
 def collect(brokers: str, topics: Topics, log: LiveLog, timeout: float = 60.0, progress: bool = True,
-            say: Callable[[str], None] = lambda s: None, security: KafkaSecurity = KafkaSecurity()) -> LiveLog:
-    """Read the four topics from the beginning into ``log`` until it is done, or nothing new came
-    for ``timeout`` seconds. Topics that do not exist yet are picked up when they appear. ``security``:
-    how the consumer connects (SASL/SSL, as the worker's)."""
+            say: Callable[[str], None] = lambda s: None, security: KafkaSecurity = KafkaSecurity(),
+            also: Sequence[Lane] = ()) -> LiveLog:
+    """Read the input, recommendations and dead-letter topics from the beginning into ``log`` (and
+    the lanes of ``also``: other workers on the same input topics, e.g. a shadow) until every log is
+    done, or nothing new came for ``timeout`` seconds. Topics that do not exist yet are picked up
+    when they appear. ``security``: how the consumer connects (SASL/SSL, as the worker's)."""
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
     from tqdm import tqdm
@@ -282,13 +301,15 @@ def collect(brokers: str, topics: Topics, log: LiveLog, timeout: float = 60.0, p
                                  client_id="streamrec-evaluate-live", **kafka_python_kwargs(security))
     except KafkaError as exc:
         raise ReplayError(unreachable(brokers, security, exc)) from None
-    kinds = {topics.clicks: "input", topics.browses: "input", topics.output: "output", topics.dlq: "dlq"}
+    lanes = [Lane(topics.output, topics.dlq, log), *also]
+    logs = [lane.log for lane in lanes]
+    routes = routes_of(topics, lanes)
     assigned: set[TopicPartition] = set()
 
     def refresh() -> bool:
         """Assign partitions that appeared; True once every topic has some."""
         consumer.topics()  # refreshes the metadata
-        found = {TopicPartition(t, p) for t in kinds for p in consumer.partitions_for_topic(t) or ()}
+        found = {TopicPartition(t, p) for t in routes for p in consumer.partitions_for_topic(t) or ()}
         new = found - assigned
         if new:
             keep = {tp: consumer.position(tp) for tp in assigned}
@@ -297,26 +318,28 @@ def collect(brokers: str, topics: Topics, log: LiveLog, timeout: float = 60.0, p
                 consumer.seek(tp, pos)
             consumer.seek_to_beginning(*new)
             assigned.update(new)
-        return {tp.topic for tp in assigned} == set(kinds)
+        return {tp.topic for tp in assigned} == set(routes)
 
     bar = tqdm(total=len(log.expected), desc="evaluate-live", unit="target", disable=not progress)
     all_found, last_refresh, last_new = refresh(), time.monotonic(), time.monotonic()
     if not all_found:
-        say(f"waiting for topics {sorted(set(kinds) - {tp.topic for tp in assigned})} to appear")
+        say(f"waiting for topics {sorted(set(routes) - {tp.topic for tp in assigned})} to appear")
     try:
-        while not log.done:
+        while not all(lg.done for lg in logs):
             batch = consumer.poll(timeout_ms=200, max_records=20000)
             for tp, records in batch.items():
-                kind = kinds[tp.topic]
+                kind, targets = routes[tp.topic]
                 for r in records:
-                    _add(log, kind, tp.topic, r)
+                    _add(targets, kind, tp.topic, r)
                 last_new = time.monotonic()
-            bar.update(log.answered_expected - bar.n)
-            bar.set_postfix(outputs=len(log.outputs), unanswered=len(log.unanswered), refresh=False)
+            bar.update(min(lg.answered_expected for lg in logs) - bar.n)
+            bar.set_postfix(outputs="/".join(str(len(lg.outputs)) for lg in logs),
+                            unanswered="/".join(str(len(lg.unanswered)) for lg in logs), refresh=False)
             now = time.monotonic()
             if now - last_new > timeout:
-                say(f"nothing new for {timeout:.0f} s: stopping with {len(log.missing)} expected events not read "
-                    f"and {len(log.unanswered)} inputs without answer")
+                left = "; ".join(f"{lane.output}: {len(lane.log.missing)} expected events not read, "
+                                 f"{len(lane.log.unanswered)} inputs without answer" for lane in lanes)
+                say(f"nothing new for {timeout:.0f} s: stopping ({left})")
                 break
             if not all_found and now - last_refresh > 1.0:
                 all_found, last_refresh = refresh(), now
@@ -326,23 +349,50 @@ def collect(brokers: str, topics: Topics, log: LiveLog, timeout: float = 60.0, p
     return log
 
 
-def _add(log: LiveLog, kind: str, topic: str, r) -> None:
+def routes_of(topics: Topics, lanes: Sequence[Lane]) -> dict[str, tuple[str, list[LiveLog]]]:
+    """topic -> (kind: input | output | dlq, the logs its records go to). Refuses a topic with two
+    kinds (a lane whose recommendations topic is another's input or dead-letter topic) and two lanes
+    on one recommendations topic (their answers could not be told apart)."""
+    routes: dict[str, tuple[str, list[LiveLog]]] = {}
+
+    def add(topic: str, kind: str, log: LiveLog) -> None:
+        have, logs = routes.setdefault(topic, (kind, []))
+        if have != kind or (kind == "output" and logs):
+            raise ValueError(f"topic {topic!r} given as {have} and as {kind} topic: each worker needs its own "
+                             "recommendations topic, apart from the input and dead-letter topics")
+        logs.append(log)
+
+    for lane in lanes:
+        add(topics.clicks, "input", lane.log)
+        if topics.browses != topics.clicks:
+            add(topics.browses, "input", lane.log)
+    for lane in lanes:
+        add(lane.output, "output", lane.log)
+    for lane in lanes:
+        add(lane.dlq, "dlq", lane.log)
+    return routes
+
+
+def _add(logs: list[LiveLog], kind: str, topic: str, r) -> None:
     if kind == "input":
         rec = parse_input((topic, r.partition, r.offset), r.timestamp, r.value)
-        if rec is None:
-            log.counts["unreadable_inputs"] += 1
-        else:
-            log.add_input(rec)
+        for log in logs:
+            if rec is None:
+                log.counts["unreadable_inputs"] += 1
+            else:
+                log.add_input(rec)
     elif kind == "output":
         out = parse_output(r.partition, r.offset, r.timestamp, r.value)
-        if out is None:
-            log.counts["unreadable_outputs"] += 1
-        else:
-            log.add_output(out)
+        for log in logs:
+            if out is None:
+                log.counts["unreadable_outputs"] += 1
+            else:
+                log.add_output(out)
     else:
         source = source_of(r.value)
-        if source is None:
-            log.counts["unreadable_dead_letters"] += 1
-        else:
-            reason = json.loads(r.value).get("reason", "?")
-            log.add_dead_letter(source, str(reason))
+        for log in logs:
+            if source is None:
+                log.counts["unreadable_dead_letters"] += 1
+            else:
+                reason = json.loads(r.value).get("reason", "?")
+                log.add_dead_letter(source, str(reason))

@@ -219,6 +219,148 @@ def test_collect_started_before_the_topics_exist_picks_them_up(kafka_broker):
     assert latency_stats([o.timestamp - log.inputs[o.source].timestamp for o in log.outputs.values()])["n"] == 1
 
 
+# ---- compare mode: two versions on the same events (streams.live_compare) ------------------------
+def copy_of(log: LiveLog, keep=lambda o: True, change=lambda o: o) -> LiveLog:
+    """A second worker's log on the same inputs: the outputs ``keep`` lets through, ``change``d."""
+    other = LiveLog(log.expected)
+    for rec in log.inputs.values():
+        other.add_input(rec)
+    for outs in log.user_outputs.values():
+        for o in outs:
+            if keep(o):
+                other.add_output(change(o))
+    for source, reason in log.rejected.items():
+        other.add_dead_letter(source, reason)
+    return other
+
+
+def sides(bundle: Bundle, serving: LiveLog, shadow: LiveLog, version: str = "v-shadow"):
+    from streamrec.streams.live_compare import Side
+
+    return (Side("serving", "recs", serving, bundle.items, bundle.k, bundle.version),
+            Side("shadow", "recs.shadow", shadow, bundle.items, bundle.k, version))
+
+
+def test_compare_counts_what_each_answered_and_ranks_only_the_targets_both_answered(bundle, synthetic):
+    from streamrec.export.bundle_eval import bundle_ranks
+    from streamrec.model.metrics import summarize
+    from streamrec.streams.live_compare import build_comparison
+
+    sp = split(synthetic, "temporal")
+    serving = simulate(bundle, synthetic)
+    sent = timestamp_order(synthetic)
+    stopped = {serving.by_id[event_id(e.user_id, i)] for e, i in sent[-400:]}  # the shadow stopped early
+    shadow = copy_of(serving, keep=lambda o: o.source not in stopped)
+    cmp = build_comparison(*sides(bundle, serving, shadow), sp, resamples=200)
+    n = len(synthetic)
+    assert cmp["events"] == {"inputs": n, "both": n - 400, "only_serving": 400, "only_shadow": 0, "neither": 0,
+                             "dead_letters_serving": 0, "dead_letters_shadow": 0}
+    t = cmp["targets"]
+    assert t["total"] == len(sp.test) and t["only_shadow"] == t["neither"] == 0
+    assert 0 < t["both"] < t["total"] and t["both"] + t["only_serving"] == t["total"]
+    # the compared targets are exactly those whose event the shadow answered; their ranks are the
+    # offline bundle's on those targets (the same lists on both sides: no difference, a [0, 0] interval)
+    p = prepare(synthetic, "temporal", items=bundle.items, types=bundle.types, window=bundle.manifest.m)
+    ref = bundle_ranks(bundle, p.encoded, p.test)
+    both = np.array([shadow.output_of(event_id(u, q)) is not None for u, q in sp.test])
+    assert int(both.sum()) == t["both"]
+    expected = summarize(ref[both], None, (10,))
+    for side in ("serving", "shadow"):
+        for key in ("HR@10", "NDCG@10", "MRR@10"):
+            assert cmp["metrics"][side][key] == pytest.approx(expected[key], abs=1e-12), (side, key)
+    for d in cmp["difference"].values():
+        assert d["value"] == 0 and d["ci95"] == [0, 0]
+    assert cmp["latency_ms"]["serving"]["n"] == cmp["latency_ms"]["shadow"]["n"] == n - 400
+    assert cmp["model_versions_seen"] == {"serving": {bundle.version: n}, "shadow": {bundle.version: n - 400}}
+    # the shadow's own report is incomplete and says so; the serving one equals offline over all targets
+    assert cmp["reports"]["serving"]["complete"] and not cmp["reports"]["shadow"]["complete"]
+    assert not cmp["complete"]
+    assert cmp["reports"]["serving"]["metrics"]["HR@10"] == pytest.approx(summarize(ref, None, (10,))["HR@10"])
+
+
+def test_compare_shows_a_worse_shadow_with_its_interval_table_and_plot(bundle, synthetic, tmp_path):
+    from streamrec.streams.live_compare import build_comparison
+    from streamrec.streams.live_report import comparison_text, write_comparison_plot
+
+    sp = split(synthetic, "temporal")
+    serving = simulate(bundle, synthetic)
+    # the shadow answers every event 7 ms later, and with an empty list for half of the users
+    def change(o: OutputRecord) -> OutputRecord:
+        empty = int(o.user_id[1:]) % 2 == 0
+        return OutputRecord(o.partition, o.offset, o.timestamp + 7, o.user_id, () if empty else o.items,
+                            () if empty else o.scores, "v-shadow", o.source)
+
+    worse = copy_of(serving, change=change)
+    cmp = build_comparison(*sides(bundle, serving, worse), sp, resamples=500)
+    assert cmp["targets"]["both"] == len(sp.test) and cmp["complete"]
+    for key in ("HR@10", "NDCG@10", "MRR@10"):
+        d, a, b = cmp["difference"][key], cmp["metrics"]["serving"][key], cmp["metrics"]["shadow"][key]
+        assert d["value"] == pytest.approx(b - a, abs=1e-12)
+        assert d["ci95"][0] <= d["value"] <= d["ci95"][1]
+        assert d["ci95"][1] < 0  # worse, and the evidence says so
+    only = cmp["hits_at_10_only"]
+    assert only["shadow"] == 0 < only["serving"]
+    assert cmp["difference"]["HR@10"]["value"] * len(sp.test) == pytest.approx(-only["serving"])
+    lat_a, lat_b = cmp["latency_ms"]["serving"], cmp["latency_ms"]["shadow"]
+    assert lat_b["p50"] == pytest.approx(lat_a["p50"] + 7) and lat_b["n"] == lat_a["n"] == len(synthetic)
+    assert cmp["model_versions_seen"]["shadow"] == {"v-shadow": len(synthetic)}
+    assert cmp["reports"]["shadow"]["counts"]["outputs_of_other_models"] == 0
+    text = comparison_text(cmp)
+    for needle in ("shadow - serving [95% CI]", "NDCG@10", "latency p99 ms", "v-shadow", "recs.shadow",
+                   f"recommended by both {len(synthetic):,}"):
+        assert needle in text, needle
+    png = write_comparison_plot(cmp, tmp_path)
+    assert png.name == "compare.png" and png.stat().st_size > 20_000
+
+
+def test_paired_difference_and_gains_agree_with_summarize():
+    from streamrec.model.metrics import summarize
+    from streamrec.streams.live_compare import gains, paired_difference
+
+    rng = np.random.default_rng(3)
+    a = np.where(rng.random(400) < 0.4, rng.integers(1, 30, 400), MISS)
+    b = np.where(rng.random(400) < 0.5, rng.integers(1, 30, 400), MISS)
+    for k in (10, 20):
+        sa, sb = summarize(a, None, (k,)), summarize(b, None, (k,))
+        for metric in ("HR", "NDCG", "MRR"):
+            assert gains(a, metric, k).mean() == pytest.approx(sa[f"{metric}@{k}"], abs=1e-12)
+    d = paired_difference(a, b, (10,), resamples=1000, seed=1)
+    assert d == paired_difference(a, b, (10,), resamples=1000, seed=1)  # seeded
+    for metric in ("HR", "NDCG", "MRR"):
+        x = d[f"{metric}@10"]
+        assert x["value"] == pytest.approx(summarize(b, None, (10,))[f"{metric}@10"]
+                                           - summarize(a, None, (10,))[f"{metric}@10"])
+        lo, hi = x["ci95"]
+        se = (gains(b, metric, 10) - gains(a, metric, 10)).std() / np.sqrt(400)
+        assert lo < x["value"] < hi and (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.2)  # the normal width
+    assert paired_difference(a[:0], b[:0], (10,)) == {}
+
+
+def test_routes_feed_every_lane_the_inputs_and_refuse_a_shared_recommendations_topic():
+    from streamrec.streams.live_eval import Lane, routes_of
+
+    a, b = LiveLog(), LiveLog()
+    routes = routes_of(TOPICS, [Lane("recs", "dlq", a), Lane("recs.shadow", "dlq", b)])
+    assert routes[TOPICS.clicks] == ("input", [a, b]) and routes[TOPICS.browses] == ("input", [a, b])
+    assert routes["recs"] == ("output", [a]) and routes["recs.shadow"] == ("output", [b])
+    assert routes["dlq"] == ("dlq", [a, b])  # a dead-letter topic both workers use
+    with pytest.raises(ValueError, match="its own"):
+        routes_of(TOPICS, [Lane("recs", "dlq", a), Lane("recs", "dlq2", b)])
+    with pytest.raises(ValueError, match="its own"):
+        routes_of(TOPICS, [Lane("recs", "dlq", a), Lane(TOPICS.clicks, "dlq", b)])
+
+
+def test_compare_flags_are_checked_before_anything_is_read(tmp_path):
+    for args, message in (
+            (["--shadow-bundle", tmp_path], "go with --shadow-topic"),
+            (["--shadow-topic", "recs.shadow"], "needs --shadow-bundle"),
+            (["--shadow-topic", "recommendations", "--shadow-bundle", tmp_path], "its own recommendations topic"),
+            (["--shadow-topic", "clicks", "--shadow-bundle", tmp_path], "its own recommendations topic")):
+        r = streamrec("evaluate-live", "--data", tmp_path / "none.csv", "--format", "csv", "--bundle", tmp_path,
+                      "--brokers", "127.0.0.1:1", *args, timeout=60)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+
+
 # ---- end to end: real broker, real worker ---------------------------------------------------------
 def streamrec(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "streamrec.cli.main", *map(str, args)], capture_output=True, text=True,
