@@ -48,11 +48,14 @@ Phases, in this order, for the main bundle:
   latency    at-least-once, offered rates = --rates (0.1 0.5 0.9) x the at-least-once drain events/s,
              and --fixed-rates (100) events/s: the first n events (time order; Beauty: whole users,
              below; n = rate x --rate-seconds, 1,000 .. --slice) offered at that rate while the worker
-             runs, by a paced aiokafka producer in this process (the replay's messages, one at a time,
-             no linger: streaming_runs.paced_produce; kafka-python's producer in `streamrec replay`
-             costs the 2 cores more); then `streamrec evaluate-live` reads the topics: p50/p95/p99
-             from produce time to publish time (Kafka record timestamps; every event of the run, the
-             worker's first seconds included), the rate achieved, the batch histogram.
+             runs, by a paced producer in this process (the replay's messages, each handed over when
+             its time comes, no linger, acks=all: streaming_runs.paced_produce; --producer librdkafka
+             (default, confluent-kafka) or aiokafka (one Python send per record, as before); the
+             producer shares the 2 cores with the worker and the broker, so the cheaper the better;
+             kafka-python's producer in `streamrec replay` costs the most); then `streamrec
+             evaluate-live` reads the topics: p50/p95/p99 from produce time to publish time (Kafka
+             record timestamps; every event of the run, the worker's first seconds included), the
+             rate achieved, the batch histogram.
              Buckets first used here get their ceiling too.
 
 Then the same for a Beauty-sized bundle (--no-large skips): ../shared/data/beauty (12,101 items,
@@ -460,6 +463,9 @@ def options() -> argparse.ArgumentParser:
                    help="latency runs at these shares of the at-least-once drain rate (default 0.1 0.5 0.9)")
     r.add_argument("--fixed-rates", type=float, nargs="*", default=[100.0],
                    help="and at these offered rates, events/s (default 100)")
+    r.add_argument("--producer", choices=["librdkafka", "aiokafka"], default="librdkafka",
+                   help="the latency runs' paced load generator (default librdkafka: confluent-kafka, C; aiokafka: "
+                        "one Python send per record, as runs before 2026-12-06; it costs the 2 cores ~3x more)")
     r.add_argument("--slice", type=int, default=60_000, help="events per latency run at most (default 60000)")
     r.add_argument("--rate-seconds", type=float, default=60.0,
                    help="events per latency run = rate x this, at least 1000 (default 60: runs of ~60 s)")
