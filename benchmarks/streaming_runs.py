@@ -421,8 +421,10 @@ def paced_produce(brokers: str, clicks: str, browses: str, events: list, rate: f
         return _paced_aiokafka(brokers, messages, rate)
     from confluent_kafka import Producer
 
+    # murmur2_random: the Java client's partitioner (librdkafka's default, CRC32, would put keys on other
+    # partitions, which the worker dead-letters as wrong_partition)
     p = Producer({"bootstrap.servers": brokers, "linger.ms": 0, "acks": "all", "enable.idempotence": False,
-                  "queue.buffering.max.messages": 1_000_000})
+                  "partitioner": "murmur2_random", "queue.buffering.max.messages": 1_000_000})
     failures = []
 
     def delivered(err, _msg) -> None:
