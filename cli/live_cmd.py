@@ -25,6 +25,15 @@ answer, or nothing new arrived for --timeout seconds. Then score it like offline
   metrics  HR, NDCG, MRR @10 (and @20 when the bundle's k >= 20): the same numbers as
            `streamrec evaluate --bundle B --protocol temporal` (serving rule) on the same data
 
+without a data set (--since WHEN instead of --data/--format): the events come from the input
+topics themselves (up to their ends when the read starts), so live traffic that no replay named
+can be scored, e.g. a shadow beside the serving worker in production. The same rule with T = WHEN:
+every event at/after WHEN of a user with an event before it in the topics is a target, scored
+against the list the worker published for that user just before it. When the topics hold every
+user's whole history (a replay into fresh topics), the figures equal the bundles evaluated offline
+over the same events with that T (--compare-offline); on production topics the states also hold
+events older than the topics keep, and the figures are the model's online ones.
+
 compare mode (--shadow-topic T --shadow-bundle B2): a second worker (the shadow: another model
 version on the same input topics, its own --app-id, publishing to T) is read in the same pass,
 and both versions are shown side by side on the same events:
@@ -65,6 +74,10 @@ examples:
   streamrec evaluate-live --data D --format recbole --brokers $BROKERS --bundle bundles/v1 \
                           --shadow-topic recommendations.shadow --shadow-bundle bundles/v2 \
                           --shadow-dlq-topic events.dlq.shadow --plots live/ --report live/compare.json
+  the same on production traffic, the last 2 hours' events as targets (no data set):
+  streamrec evaluate-live --since 2h --brokers $BROKERS --bundle bundles/v1 \
+                          --shadow-topic recommendations.shadow --shadow-bundle bundles/v2 \
+                          --shadow-dlq-topic events.dlq.shadow
 Exit status: 0 when every target and input was answered (in compare mode: by both versions), 1 when the timeout cut it short (the
 report says what is missing), 2 on a usage error or when Kafka cannot be reached (a refused login
 included).
@@ -78,7 +91,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", required=True, metavar="DIR",
                    help="the bundle the worker serves (its item vocabulary); in compare mode the serving worker's")
-    add_data_flags(p, protocol=False)
+    add_data_flags(p, required=False, protocol=False)
+    p.add_argument("--since", metavar="WHEN",
+                   help="instead of --data: the targets are the events the input topics hold at/after WHEN (2h, "
+                        "90m, 7d back from now, an ISO time or epoch ms), of users with an event there before it; "
+                        "reads the input topics up to their ends at the start (for live traffic)")
     add_kafka_flags(p, partitions=False)
     c = p.add_argument_group("compare with a shadow worker")
     c.add_argument("--shadow-topic", metavar="TOPIC",
@@ -106,13 +123,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from streamrec.export.manifest import BundleError
     from streamrec.export.runtime import Bundle
-    from streamrec.model.splits import split
-    from streamrec.streams.live_eval import LiveLog, build_report, collect
+    from streamrec.streams.live_eval import build_report
     from streamrec.streams.live_report import summary_text, write_plots
-    from streamrec.streams.replay import ReplayError, event_id
 
     if args.timeout <= 0:
         raise CliError(f"--timeout {args.timeout}: must be > 0 seconds")
+    if (args.since is None) == (args.data is None) or (args.data is not None and args.fmt is None):
+        raise CliError("give either --data PATH --format FMT (the data set `streamrec replay` sent) or --since WHEN "
+                       "(score the events the input topics hold, at/after WHEN)")
     topics = topics_of(args)
     security = security_of(args)
     check_compare_flags(args, topics)
@@ -121,24 +139,14 @@ def run(args: argparse.Namespace) -> int:
         shadow = Bundle.load(args.shadow_bundle) if args.shadow_topic else None
     except BundleError as exc:
         raise CliError(str(exc)) from None
-    events = load_events(args)
-    try:
-        sp = split(events, "temporal")
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    say = (lambda s: print(f"[evaluate-live] {s}", file=sys.stderr, flush=True))
+    log, shadow_log, sp, offline = read(args, topics, security, bundle, shadow)
     if shadow is not None:
-        return run_compare(args, topics, security, bundle, shadow, events, sp, say)
-    log = LiveLog(event_id(u, p) for u, p in sp.test)
-    try:
-        collect(args.brokers, topics, log, timeout=args.timeout, progress=not args.no_progress, say=say,
-                security=security)
-    except ReplayError as exc:
-        raise CliError(str(exc)) from None
+        return report_compare(args, topics, bundle, shadow, log, shadow_log, sp, offline)
     report = build_report(log, sp, bundle.items, bundle.k, bundle.version)
-    report.update(bundle=str(args.bundle), model_version=bundle.version, topics=vars(topics))
+    report.update(bundle=str(args.bundle), model_version=bundle.version, topics=vars(topics),
+                  targets_from="data" if args.data else "topics")
     if args.compare_offline:
-        report["offline"] = offline_metrics(bundle, events)
+        report["offline"] = offline(bundle)
     if args.plots:
         report["plots"] = [str(p) for p in write_plots(report, args.plots)]
     if args.report:
@@ -159,11 +167,66 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report["complete"] else 1
 
 
+def read(args: argparse.Namespace, topics, security, bundle, shadow):
+    """Read the topics (and the shadow's): (log, shadow log or None, the split scored, offline(bundle) ->
+    the same targets evaluated offline). With --data the targets are the data set's; with --since
+    they are the events read from the input topics (streams/live_stream.py)."""
+    from streamrec.model.splits import split
+    from streamrec.streams.live_eval import Lane, LiveLog, collect
+    from streamrec.streams.live_stream import parse_since, relabel, stream_split
+    from streamrec.streams.replay import ReplayError, event_id
+
+    since = None
+    if args.since is not None:
+        try:
+            since = parse_since(args.since)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        expected: list[str] = []
+    else:
+        events = load_events(args)
+        try:
+            sp = split(events, "temporal")
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        expected = [event_id(u, p) for u, p in sp.test]
+    say = (lambda s: print(f"[evaluate-live] {s}", file=sys.stderr, flush=True))
+    log = LiveLog(expected)
+    shadow_log = LiveLog(expected) if shadow is not None else None
+    lanes = [] if shadow_log is None else [Lane(args.shadow_topic, args.shadow_dlq_topic or topics.dlq, shadow_log)]
+    try:
+        collect(args.brokers, topics, log, timeout=args.timeout, progress=not args.no_progress, say=say,
+                security=security, also=lanes, upto_now=since is not None)
+    except ReplayError as exc:
+        raise CliError(str(exc)) from None
+    if since is None:
+        return log, shadow_log, sp, lambda b: offline_metrics(b, events)
+    kind_of = (lambda t: "browse" if t == topics.browses else "click")  # noqa: E731 - the worker's default
+    log, events = relabel(log, kind_of)
+    if shadow_log is not None:
+        shadow_log, _ = relabel(shadow_log, kind_of)
+    sp = stream_split(events, since)
+    if not sp.test:
+        raise CliError(f"--since {args.since}: no targets among the {len(events):,} events read (none of a user with "
+                       "events both before and at/after that time): choose another time")
+    return log, shadow_log, sp, lambda b: offline_on_split(b, sp)
+
+
 def offline_metrics(bundle, events) -> dict:
     """What `streamrec evaluate --bundle --protocol temporal` reports (serving rule)."""
     from streamrec.export.bundle_eval import evaluate_bundle_on
 
     return evaluate_bundle_on(bundle, events, "temporal")["model"]
+
+
+def offline_on_split(bundle, sp) -> dict:
+    """The bundle stepped offline over the split's sequences, on its targets (serving rule): the
+    --since mode's counterpart of `streamrec evaluate --bundle`."""
+    from streamrec.export.bundle_eval import evaluate_bundle
+    from streamrec.model.encode import build_targets, encode_all
+
+    encoded = encode_all(sp.sequences, bundle.items, bundle.types)
+    return evaluate_bundle(bundle, encoded, build_targets(encoded, sp.test, bundle.manifest.m))
 
 
 def check_compare_flags(args: argparse.Namespace, topics) -> None:
@@ -181,29 +244,21 @@ def check_compare_flags(args: argparse.Namespace, topics) -> None:
         raise CliError(f"--shadow-dlq-topic {args.shadow_dlq_topic}: not a dead-letter topic")
 
 
-def run_compare(args: argparse.Namespace, topics, security, bundle, shadow, events, sp, say) -> int:
-    """Compare mode: the serving worker's and the shadow's recommendations, read in one pass."""
+def report_compare(args: argparse.Namespace, topics, bundle, shadow, serving_log, shadow_log, sp, offline) -> int:
+    """Compare mode: the serving worker's and the shadow's recommendations side by side."""
     from streamrec.cli.tables import metrics_table
     from streamrec.streams.live_compare import Side, build_comparison
-    from streamrec.streams.live_eval import Lane, LiveLog, collect
     from streamrec.streams.live_report import comparison_text, write_comparison_plot
-    from streamrec.streams.replay import ReplayError, event_id
 
-    expected = [event_id(u, p) for u, p in sp.test]
-    serving_log, shadow_log = LiveLog(expected), LiveLog(expected)
-    lane = Lane(args.shadow_topic, args.shadow_dlq_topic or topics.dlq, shadow_log)
-    try:
-        collect(args.brokers, topics, serving_log, timeout=args.timeout, progress=not args.no_progress, say=say,
-                security=security, also=[lane])
-    except ReplayError as exc:
-        raise CliError(str(exc)) from None
     sides = (Side("serving", topics.output, serving_log, bundle.items, bundle.k, bundle.version),
              Side("shadow", args.shadow_topic, shadow_log, shadow.items, shadow.k, shadow.version))
     cmp = build_comparison(*sides, sp)
     cmp.update(bundles={"serving": str(args.bundle), "shadow": str(args.shadow_bundle)},
-               topics_read={**vars(topics), "shadow_output": lane.output, "shadow_dlq": lane.dlq})
+               topics_read={**vars(topics), "shadow_output": args.shadow_topic,
+                            "shadow_dlq": args.shadow_dlq_topic or topics.dlq},
+               targets_from="data" if args.data else "topics")
     if args.compare_offline:
-        cmp["offline"] = {"serving": offline_metrics(bundle, events), "shadow": offline_metrics(shadow, events)}
+        cmp["offline"] = {"serving": offline(bundle), "shadow": offline(shadow)}
     if args.plots:
         cmp["plots"] = [str(write_comparison_plot(cmp, args.plots))]
     if args.report:

@@ -89,15 +89,10 @@ def paired_difference(first: np.ndarray, second: np.ndarray, ks: Sequence[int], 
     return out
 
 
-def first_copies(log: LiveLog) -> list[Coords]:
-    """Coordinates of the inputs read, without the repeats of an event id (sent twice)."""
-    return [c for c, r in log.inputs.items() if r.event_id is None or log.by_id.get(r.event_id) == c]
-
-
 def event_overlap(a: Side, b: Side) -> tuple[dict[str, int], list[Coords]]:
     """Counts of the input events each version answered with a recommendation, and the coordinates
     of those both answered."""
-    inputs = first_copies(a.log)
+    inputs = a.log.first_copies()
     both = [c for c in inputs if c in a.log.outputs and c in b.log.outputs]
     only_a = sum(1 for c in inputs if c in a.log.outputs and c not in b.log.outputs)
     only_b = sum(1 for c in inputs if c in b.log.outputs and c not in a.log.outputs)

@@ -149,6 +149,10 @@ class LiveLog:
         coords = self.by_id.get(eid)
         return None if coords is None else self.outputs.get(coords)
 
+    def first_copies(self) -> list[Coords]:
+        """Coordinates of the inputs read, without the repeats of an event id (sent twice)."""
+        return [c for c, r in self.inputs.items() if r.event_id is None or self.by_id.get(r.event_id) == c]
+
     def answered_with_list(self, user: str, position: int) -> bool:
         """Whether the worker answered the user's event at ``position`` and had published a list for
         the user before it (the list that event is scored against, see ``shown_before``)."""
@@ -282,11 +286,14 @@ class Lane:
 
 def collect(brokers: str, topics: Topics, log: LiveLog, timeout: float = 60.0, progress: bool = True,
             say: Callable[[str], None] = lambda s: None, security: KafkaSecurity = KafkaSecurity(),
-            also: Sequence[Lane] = ()) -> LiveLog:
+            also: Sequence[Lane] = (), upto_now: bool = False) -> LiveLog:
     """Read the input, recommendations and dead-letter topics from the beginning into ``log`` (and
     the lanes of ``also``: other workers on the same input topics, e.g. a shadow) until every log is
     done, or nothing new came for ``timeout`` seconds. Topics that do not exist yet are picked up
-    when they appear. ``security``: how the consumer connects (SASL/SSL, as the worker's)."""
+    when they appear. ``upto_now``: read each input partition only up to its end when it was first
+    assigned, and be done only once all of it is read and answered (live traffic never ends; the
+    mode without a data set, ``streams/live_stream.py``). ``security``: how the consumer connects
+    (SASL/SSL, as the worker's)."""
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
     from tqdm import tqdm
@@ -305,6 +312,14 @@ def collect(brokers: str, topics: Topics, log: LiveLog, timeout: float = 60.0, p
     logs = [lane.log for lane in lanes]
     routes = routes_of(topics, lanes)
     assigned: set[TopicPartition] = set()
+    limits: dict[TopicPartition, int] = {}  # upto_now: input partition -> its end offset when assigned
+
+    def hold() -> bool:
+        """Pause the input partitions read up to their limits; True once all are."""
+        done = [tp for tp, end in limits.items() if consumer.position(tp) >= end]
+        if done:
+            consumer.pause(*done)
+        return len(done) == len(limits)
 
     def refresh() -> bool:
         """Assign partitions that appeared; True once every topic has some."""
@@ -318,6 +333,9 @@ def collect(brokers: str, topics: Topics, log: LiveLog, timeout: float = 60.0, p
                 consumer.seek(tp, pos)
             consumer.seek_to_beginning(*new)
             assigned.update(new)
+            inputs = [tp for tp in new if routes[tp.topic][0] == "input"]
+            if upto_now and inputs:
+                limits.update(consumer.end_offsets(inputs))
         return {tp.topic for tp in assigned} == set(routes)
 
     bar = tqdm(total=len(log.expected), desc="evaluate-live", unit="target", disable=not progress)
@@ -325,13 +343,19 @@ def collect(brokers: str, topics: Topics, log: LiveLog, timeout: float = 60.0, p
     if not all_found:
         say(f"waiting for topics {sorted(set(routes) - {tp.topic for tp in assigned})} to appear")
     try:
-        while not all(lg.done for lg in logs):
+        read_all = not upto_now
+        while not (read_all and all(lg.done for lg in logs)):
             batch = consumer.poll(timeout_ms=200, max_records=20000)
             for tp, records in batch.items():
                 kind, targets = routes[tp.topic]
+                end = limits.get(tp) if kind == "input" else None
                 for r in records:
+                    if end is not None and r.offset >= end:
+                        break  # arrived after the read began (upto_now)
                     _add(targets, kind, tp.topic, r)
                 last_new = time.monotonic()
+            if upto_now:
+                read_all = all_found and hold()
             bar.update(min(lg.answered_expected for lg in logs) - bar.n)
             bar.set_postfix(outputs="/".join(str(len(lg.outputs)) for lg in logs),
                             unanswered="/".join(str(len(lg.unanswered)) for lg in logs), refresh=False)

@@ -361,6 +361,110 @@ def test_compare_flags_are_checked_before_anything_is_read(tmp_path):
         assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
 
 
+# ---- targets from the topics themselves (--since, streams.live_stream) ---------------------------
+def without_ids(log: LiveLog, ids=lambda rec: None) -> LiveLog:
+    """The log as production traffic would give it: inputs carrying ``ids(rec)`` (default: no event id)."""
+    from dataclasses import replace
+
+    other = LiveLog()
+    for rec in log.inputs.values():
+        other.add_input(replace(rec, event_id=ids(rec)))
+    for outs in log.user_outputs.values():
+        for o in outs:
+            other.add_output(o)
+    return other
+
+
+def test_targets_from_the_topics_at_the_data_sets_cutoff_equal_the_data_set_route(bundle, synthetic):
+    from streamrec.streams.live_stream import relabel, stream_split
+
+    sp = split(synthetic, "temporal")
+    log = simulate(bundle, synthetic, duplicate_every=97)
+    by_data = build_report(log, sp, bundle.items, bundle.k, bundle.version)
+    relabelled, events = relabel(without_ids(log), lambda topic: "browse" if topic == TOPICS.browses else "click")
+    assert sorted(events, key=lambda e: (e.user_id, e.ts)) == sorted(synthetic, key=lambda e: (e.user_id, e.ts))
+    by_topics = stream_split(events, sp.cutoff_ts)
+    assert by_topics.test == sp.test  # the same rule at the same T: the same targets
+    report = build_report(relabelled, by_topics, bundle.items, bundle.k, bundle.version)
+    assert report["metrics"] == by_data["metrics"] and report["complete"]
+    assert report["counts"]["content_mismatches"] == report["counts"]["order_violations"] == 0
+    # a later T: fewer targets, still each version's ranks of the offline bundle on exactly those
+    late = float(np.percentile([e.ts for e in synthetic], 95))
+    sp_late = stream_split(events, late)
+    expected = [(u, q) for u, seq in sp.sequences.items() if seq[0].ts < late
+                for q in range(len(seq)) if seq[q].ts >= late]
+    assert sorted(sp_late.test) == sorted(expected) and 0 < len(expected) < len(sp.test)
+    ranks, stats = live_ranks(relabelled, sp_late, bundle.items)
+    assert not stats and (ranks < MISS).sum() > 0
+
+
+def test_an_event_id_its_producer_repeated_is_not_a_target_twice(bundle, synthetic):
+    from streamrec.streams.live_stream import relabel
+
+    log = simulate(bundle, synthetic)
+    first = next(iter(log.inputs.values()))
+    again = InputRecord(("clicks", 99, 0), first.timestamp + 1, first.user_id, first.item_id, "click", first.ts + 1,
+                        "e-1")  # the worker drops a repeated event id and answers nothing
+    prod = without_ids(log, ids=lambda rec: "e-1" if rec is first or rec.coords == first.coords else None)
+    prod.add_input(again)
+    assert prod.counts["duplicate_inputs"] == 1
+    relabelled, events = relabel(prod, lambda topic: "click")
+    assert len(events) == len(synthetic) and relabelled.done
+
+
+def test_since_parses_durations_times_and_epoch_ms():
+    from streamrec.streams.live_stream import parse_since
+
+    now = 1_700_000_000_000
+    assert parse_since("2h", now) == now - 7_200_000 and parse_since("90m", now) == now - 5_400_000
+    assert parse_since("1700000000123", now) == 1_700_000_000_123
+    assert parse_since("2023-11-14T22:13:20Z", now) == now == parse_since("2023-11-14T22:13:20", now)
+    with pytest.raises(ValueError, match="--since"):
+        parse_since("yesterday", now)
+
+
+def test_collect_upto_now_stops_at_the_inputs_ends_while_traffic_goes_on(kafka_broker):
+    """--since reads live traffic: events produced after the read began are neither waited for nor read."""
+    import threading
+
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from streamrec.streams.live_eval import collect
+
+    tag = uuid.uuid4().hex[:8]
+    topics = Topics(f"n{tag}-clicks", f"n{tag}-browses", f"n{tag}-recs", f"n{tag}-dlq")
+    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+    admin.create_topics([NewTopic(t, 2, 1) for t in (topics.clicks, topics.browses, topics.output, topics.dlq)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+
+    def event(n: int, answer: bool) -> None:
+        md = producer.send(topics.clicks, key=b"u", value=encode_event(Interaction("u", f"i{n}", "click", 10**12 + n),
+                                                                        f"p-{n}")).get(30)
+        if answer:
+            source = {"topic": md.topic, "partition": md.partition, "offset": md.offset}
+            producer.send(topics.output, key=b"u", value=json.dumps(
+                {"user_id": "u", "items": ["b"], "scores": [1.0], "model_version": "v", "source": source}).encode())
+        producer.flush()
+
+    for n in range(5):
+        event(n, answer=True)
+    log = LiveLog()
+    reader = threading.Thread(target=collect, args=(kafka_broker.bootstrap, topics, log),
+                              kwargs={"timeout": 20, "progress": False, "upto_now": True})
+    reader.start()
+    deadline = time.monotonic() + 30
+    while len(log.inputs) < 5 and reader.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the read began (the ends are taken before the first record is read)
+    event(5, answer=False)  # traffic after the read began, not answered yet: not waited for
+    started = time.monotonic()
+    reader.join(60)
+    producer.close()
+    assert not reader.is_alive() and time.monotonic() - started < 15
+    assert len(log.inputs) == len(log.outputs) == 5 and log.done
+
+
 # ---- end to end: real broker, real worker ---------------------------------------------------------
 def streamrec(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "streamrec.cli.main", *map(str, args)], capture_output=True, text=True,

@@ -3,7 +3,8 @@ input topics under its own app id (consumer group, state changelog) and publishe
 `streamrec evaluate-live --shadow-topic` shows both side by side, and each version's live figures equal
 the offline evaluation of its bundle over the same events. The shadow is SIGKILLed half-way: the serving
 worker answers everything regardless, the comparison counts what only one version answered, and the
-restarted shadow catches up to the same figures as an uninterrupted run.
+restarted shadow catches up to the same figures as an uninterrupted run. Without a data set
+(`--since T`: the targets are the events the topics hold) both versions equal their bundles offline too.
 
 Each user's events are all clicks or all browses (``one_topic_per_user``): both workers then apply every
 user's events in time order without `replay --order strict` (which watches one output topic only)."""
@@ -17,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamrec.export.bundle_eval import bundle_ranks, evaluate_bundle_on
+from streamrec.export.bundle_eval import bundle_ranks, evaluate_bundle, evaluate_bundle_on
 from streamrec.export.runtime import Bundle
+from streamrec.model.encode import build_targets, encode_all
+from streamrec.model.events import by_user
 from streamrec.model.metrics import summarize
 from streamrec.model.prepare import prepare
 from streamrec.model.synth import CSV_COLUMNS, write_csv
@@ -56,10 +59,13 @@ def read(broker: str, topic: str, n: int) -> list:
     return records
 
 
-def compare(broker: str, names: Names, shadow_topic: str, shadow_dlq: str, data: Path, serving_dir: Path,
+def compare(broker: str, names: Names, shadow_topic: str, shadow_dlq: str, data: Path | str, serving_dir: Path,
             shadow_dir: Path, out: Path, timeout: float) -> tuple[int, dict]:
-    """`streamrec evaluate-live` in compare mode, as a user runs it; (exit status, JSON report)."""
-    r = streamrec("evaluate-live", "--data", data, "--format", "csv", "--columns", CSV_COLUMNS, "--brokers", broker,
+    """`streamrec evaluate-live` in compare mode, as a user runs it; (exit status, JSON report). ``data``: the
+    data set's CSV, or ``since:<epoch ms>`` for the targets from the topics themselves."""
+    targets = (["--since", str(data).split(":", 1)[1]] if str(data).startswith("since:") else
+               ["--data", data, "--format", "csv", "--columns", CSV_COLUMNS])
+    r = streamrec("evaluate-live", *targets, "--brokers", broker,
                   "--clicks-topic", names.clicks, "--browses-topic", names.browses, "--output-topic", names.recs,
                   "--dlq-topic", names.dlq, "--bundle", serving_dir, "--shadow-topic", shadow_topic,
                   "--shadow-bundle", shadow_dir, "--shadow-dlq-topic", shadow_dlq, "--timeout", timeout,
@@ -138,6 +144,9 @@ def test_a_shadow_answers_the_same_events_under_its_own_version_and_live_equals_
         shadow_recs = read(broker, shadow_topic, n)
         status, cmp = compare(broker, names, shadow_topic, shadow_dlq, data, bundle_dir, shadow_bundle_dir,
                               tmp_path / "up", timeout=30)
+        # no data set: the targets are the events the topics hold at/after T (the second phase's start)
+        since_status, by_topics = compare(broker, names, shadow_topic, shadow_dlq, f"since:{cut}", bundle_dir,
+                                          shadow_bundle_dir, tmp_path / "since", timeout=30)
     finally:
         for w in (serving, shadow):
             if w.proc.poll() is None:
@@ -176,3 +185,17 @@ def test_a_shadow_answers_the_same_events_under_its_own_version_and_live_equals_
           f"{cmp['metrics']['serving']['NDCG@10']:.4f} shadow {cmp['metrics']['shadow']['NDCG@10']:.4f} "
           f"(offline {offline[v1]['NDCG@10']:.4f} / {offline[v2]['NDCG@10']:.4f}); shadow duplicates "
           f"{len(shadow_recs) - n}")
+
+    # --since T: the targets are every event at/after T of a user with an event before T, read from the
+    # topics; both versions' figures equal their bundles stepped offline over the same events on those targets
+    assert since_status == 0 and by_topics["complete"] and by_topics["targets_from"] == "topics"
+    sequences = by_user(events)
+    targets = [(u, i) for u, seq in sequences.items() if seq[0].ts < cut for i in range(len(seq)) if seq[i].ts >= cut]
+    assert by_topics["targets"]["both"] == by_topics["targets"]["total"] == len(targets) > 0
+    assert by_topics["events"]["both"] == n
+    for b, side in ((serving_bundle, "serving"), (shadow_bundle, "shadow")):
+        encoded = encode_all(sequences, b.items, b.types)
+        ref = evaluate_bundle(b, encoded, build_targets(encoded, targets, b.manifest.m))
+        for key in METRICS:
+            assert by_topics["metrics"][side][key] == pytest.approx(ref[key], abs=TOL), (side, key)
+            assert by_topics["reports"][side]["metrics"][key] == pytest.approx(ref[key], abs=TOL), (side, key)
