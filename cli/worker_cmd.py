@@ -41,6 +41,10 @@ Stop with Ctrl-C or SIGTERM: the worker finishes the events in flight and commit
 guarantees: at-least-once (default) may repeat a recommendation after a crash, with the same
   "source": consumers drop repeats by source. exactly-once uses Kafka transactions: consumers
   read with isolation.level=read_committed. Either way a user's state applies each event once.
+a new model version: --warm-from 7d (with its own --app-id) steps the last 7 days of the input
+  topics into its states before it answers, publishing nothing for them; then it serves. Run it
+  beside the serving version with --output-topic recommendations.shadow to compare them first.
+  (`streamrec worker` plans the warm-up; `faust -A streamrec.streams.app` does not.)
 bounds: messages over 8,192 bytes, ids over 256 characters and timestamps outside 1973..2100
   (epoch ms) are dead-lettered; --state-ttl 30d expires idle users' states (tombstones).
 
@@ -94,6 +98,11 @@ def run(args: argparse.Namespace) -> int:
         worker = Worker(config)
         worker.load_bundle()
         worker.ensure_topics()
+        if config.warm_from is not None:
+            from streamrec.streams.warm import resuming
+
+            plan = worker.prepare_warm()
+            print(f"[streamrec worker] {plan.describe() if plan else resuming(config.app_id)}", file=sys.stderr)
     except (ConfigError, BundleError, AdapterError) as exc:
         raise CliError(str(exc)) from None
     except KafkaError as exc:

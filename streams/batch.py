@@ -25,14 +25,15 @@ from typing import Protocol
 
 from streamrec.export.runtime import Bundle
 from streamrec.streams import codec
-from streamrec.streams.logic import REDELIVERED, Recommendation, already_applied, process
+from streamrec.streams.logic import DUPLICATE, REDELIVERED, Recommendation, already_applied, process
 from streamrec.streams.partitioner import KeyPartitioner, wrong_partition_message
 from streamrec.streams.state import UserState
 
 log = logging.getLogger("streamrec.worker")
 
-#: Outcomes of a record that is not dead-lettered (``Plan.outcomes``).
-EMITTED = "emitted"
+#: Outcomes of a record that is not dead-lettered (``Plan.outcomes``). ``WARMED``: stepped during a
+#: warm-up (``streams/warm.py``), its outputs dropped by ``silence``.
+EMITTED, WARMED = "emitted", "warmed"
 
 
 class RecordLike(Protocol):
@@ -172,3 +173,17 @@ def _step(bundle: Bundle, records: Sequence[RecordLike], decoded: Sequence[codec
         current[records[i].key] = new  # type: ignore[index]
         out_recs[i], out_states[i] = rec, new
     return out_recs, out_states, failed
+
+
+def silence(plan: Plan, quiet: set[int]) -> Plan:
+    """``plan`` without the outputs of records ``quiet`` (indices into the batch): a warm-up steps them and
+    keeps their states but publishes neither their recommendations nor their dead letters. Their
+    outcomes become ``WARMED`` (those applied before keep theirs: they had no output anyway)."""
+    if not quiet:
+        return plan
+    emitted = [i for i, o in enumerate(plan.outcomes) if o == EMITTED]  # event_times are in this order
+    return Plan(outputs=[o for o in plan.outputs if o[0] not in quiet], states=plan.states,
+                outcomes=[WARMED if i in quiet and o not in (DUPLICATE, REDELIVERED) else o
+                          for i, o in enumerate(plan.outcomes)],
+                stream_time=plan.stream_time,
+                event_times=[t for i, t in zip(emitted, plan.event_times) if i not in quiet])

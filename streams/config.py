@@ -28,6 +28,7 @@ worker`` (which can only read the environment) and the CLI see the same configur
     STREAMREC_BATCH_WAIT      ms a batch waits for more records when fewer than --batch-max are ready (1)
     STREAMREC_STATE_TTL       expire users idle this long in event time, e.g. 30d (0 = never)
     STREAMREC_TTL_SWEEP       seconds between two expiry sweeps                  (60)
+    STREAMREC_WARM_FROM       warm a new version's states up from this time, e.g. 7d (none)
     STREAMREC_SECURITY_PROTOCOL  PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL     (PLAINTEXT)
     STREAMREC_SASL_MECHANISM  PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512              (PLAIN)
     STREAMREC_SASL_USERNAME   SASL user name
@@ -47,6 +48,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
 
 GUARANTEES = {"at-least-once": "at_least_once", "exactly-once": "exactly_once"}
@@ -133,6 +135,11 @@ SETTINGS = (
             "against the newest event time the worker has seen (never later than its clock); deletions "
             "reach the changelog as tombstones"),
     Setting("ttl_sweep", "--ttl-sweep", "STREAMREC_TTL_SWEEP", "SECONDS", "seconds between two expiry sweeps"),
+    Setting("warm_from", "--warm-from", "STREAMREC_WARM_FROM", "WHEN",
+            "warm a new model version's states up before it answers: a consumer group that never committed "
+            "starts reading the input topics at this time (7d = 7 days back, an ISO time or epoch ms) and steps "
+            "every event already there without publishing; the events after them it serves (streams/warm.py). "
+            "Give the new version its own --app-id"),
 ) + SECURITY_SETTINGS
 
 
@@ -143,6 +150,29 @@ def parse_duration(name: str, text: str) -> float:
         raise ConfigError(f"{name}: {text!r} is not a duration (a number with an optional unit ms, s, m, h, d; "
                           "e.g. 30d)")
     return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+_EPOCH_MS = re.compile(r"^\d{11,14}$")
+
+
+def parse_since(text: str, now_ms: int) -> int:
+    """The warm-up's start time (epoch ms) from a duration back from now (``7d``, ``36h``, ``90m``), an
+    ISO 8601 time (``2026-12-01T00:00:00Z``; without a zone: UTC) or epoch milliseconds."""
+    text = text.strip()
+    if _EPOCH_MS.match(text):
+        return int(text)
+    try:
+        return now_ms - int(1000 * parse_duration("--warm-from", text))
+    except ConfigError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"--warm-from/STREAMREC_WARM_FROM: {text!r} is neither a duration back from now (7d, 36h, "
+                          "90m), an ISO 8601 time (2026-12-01T00:00:00Z) nor epoch milliseconds") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
 
 
 def _positive(name: str) -> Callable[[str], int]:
@@ -252,6 +282,7 @@ class WorkerConfig:
     batch_wait: float = 0.001  # seconds a micro-batch waits for more records (flag and variable: ms)
     state_ttl: float = 0.0  # seconds of event time; 0 = states never expire
     ttl_sweep: float = 60.0  # seconds between expiry sweeps
+    warm_from: str | None = None  # streams/warm.py: a duration back from now, an ISO time or epoch ms
     # KafkaSecurity's fields, flat, so that each has its own flag and variable (``security`` bundles them)
     security_protocol: str = KafkaSecurity.security_protocol
     sasl_mechanism: str = KafkaSecurity.sasl_mechanism
@@ -285,6 +316,8 @@ class WorkerConfig:
                               "Kafka's default minimum of 6 s")
         if self.state_ttl < 0 or self.ttl_sweep <= 0:
             raise ConfigError("--state-ttl must be >= 0 and --ttl-sweep > 0")
+        if self.warm_from is not None:
+            parse_since(self.warm_from, 0)  # refuses what it cannot read
         KafkaSecurity(**{name: getattr(self, name) for name in SECURITY_FIELDS})  # refuses what it cannot use
 
     @property

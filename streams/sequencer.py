@@ -31,10 +31,16 @@ from streamrec.streams.progress import APPLY, REPLAYED, REWIND, Decision, Partit
 log = logging.getLogger("streamrec.worker")
 
 PREFIX = b"\x00progress\x00"
+WARM_PREFIX = PREFIX + b"warm\x00"  # + "<topic>:<partition>": a warm-up's end offset (streams/warm.py)
 
 
 def key_of(tp: Any) -> bytes:
     return PREFIX + f"{tp.topic}:{tp.partition}".encode()
+
+
+def warm_key(topic: str, partition: int) -> bytes:
+    """The table key of a warm-up's end offset in input partition ``topic:partition``."""
+    return WARM_PREFIX + f"{topic}:{partition}".encode()
 
 
 def is_progress_key(key: bytes) -> bool:
@@ -53,6 +59,7 @@ class Sequencer:
         self.drain = drain  # waits until every admitted event is finished (the worker's pipeline)
         self.guard = PartitionGuard()
         self._finished: dict[Any, int | None] = {}  # cache of the table, for one consumer generation
+        self._warm: dict[Any, int] = {}  # the same for warm-up ends
         self._admitted: dict[Any, int] = {}  # partition -> last offset admitted (finished or in flight)
         self._generation = -1
         self._last_seen: dict[Any, float] = {}  # partition -> monotonic time its last record arrived
@@ -64,12 +71,23 @@ class Sequencer:
         if self._generation != self.app.consumer_generation_id:
             self._generation = self.app.consumer_generation_id
             self._finished.clear()
+            self._warm.clear()
             self._admitted.clear()
             self.guard.forget()
         if tp not in self._finished:
             blob = self.table.get(key_of(tp))
             self._finished[tp] = int.from_bytes(blob, "little", signed=True) if blob else None
         return self._finished[tp]
+
+    def warm_end(self, tp: Any) -> int:
+        """The offset before which ``tp``'s records are a warm-up's (stepped, not published;
+        ``streams/warm.py``), -1 without a warm-up. From the table, cached like ``finished``."""
+        self.finished(tp)  # a new consumer generation clears the caches
+        end = self._warm.get(tp)
+        if end is None:
+            blob = self.table.get(warm_key(tp.topic, tp.partition))
+            end = self._warm[tp] = int.from_bytes(blob, "little", signed=True) if blob else -1
+        return end
 
     def position(self, tp: Any) -> int | None:
         """The last offset admitted in ``tp``: finished, or with its writes still in flight."""

@@ -59,9 +59,9 @@ import numpy as np
 from streamrec.export import contract
 from streamrec.export.manifest import Manifest
 from streamrec.export.runtime import Bundle
-from streamrec.streams import faust_adapter, views
-from streamrec.streams.batch import EMITTED, Plan, Rules, plan_batch
-from streamrec.streams.config import ConfigError, WorkerConfig
+from streamrec.streams import faust_adapter, views, warm
+from streamrec.streams.batch import EMITTED, WARMED, Plan, Rules, plan_batch, silence
+from streamrec.streams.config import ConfigError, WorkerConfig, parse_since
 from streamrec.streams.expiry import expire_idle_states
 from streamrec.streams.inbox import Inbox
 from streamrec.streams.logic import DUPLICATE, REDELIVERED
@@ -73,6 +73,7 @@ from streamrec.streams.security import faust_credentials
 from streamrec.streams.sequencer import Sequencer
 from streamrec.streams.state import StateError, UserState
 from streamrec.streams.topics import ensure_topics, mismatch
+from streamrec.streams.warm import WarmPlan
 from streamrec.streams.writer import Outbox
 
 log = logging.getLogger("streamrec.worker")
@@ -141,6 +142,8 @@ class Worker:
         # At-least-once: user key -> packed state whose events' recommendations Kafka has not acknowledged
         # yet; the table gets it only then, the user's next events read it from here.
         self.pending: dict[bytes, bytes] = {}
+        self._warm_logged = 0.0  # monotonic time of the last warm-up progress line
+        self._warmed: set[Any] = set()  # input partitions whose warm-up this process saw end
         # At-least-once: the last batch's _store_when_written (each awaits the one before: stored in order)
         self._stored: asyncio.Future[bool] | None = None
         self.http_refusals: dict[str, int] = {}  # reason -> HTTP requests answered 503 for it (streams/views.py)
@@ -301,11 +304,38 @@ class Worker:
         finally:
             self.stepping = set()
         self.step_s = seconds if self.step_s >= 1.0 else 0.9 * self.step_s + 0.1 * seconds
+        plan = silence(plan, self._warming(records))
         self.metrics.batch_seconds.observe(seconds)
         if plan.event_times:
             self.metrics.freshness.observe_many((now - np.asarray(plan.event_times, dtype=np.float64)) / 1000)
         self.stream_time = max(self.stream_time, plan.stream_time)
         return plan
+
+    def _warming(self, records: list[Any]) -> set[int]:
+        """Indices of ``records`` that belong to a warm-up (``streams/warm.py``): stepped, not published."""
+        ends = {tp: self.sequencer.warm_end(tp) for tp in {r.tp for r in records}}
+        if all(end < 0 for end in ends.values()):
+            return set()
+        quiet = {i for i, r in enumerate(records) if r.offset < ends[r.tp]}
+        for tp, end in ends.items():
+            if end >= 0 and tp not in self._warmed and any(r.tp == tp and r.offset >= end - 1 for r in records):
+                self._warmed.add(tp)
+                log.info("warm-up of %s:%d done at offset %d (%d events stepped without publishing in all so far): "
+                         "serving its events from here", tp.topic, tp.partition, end, self.counts["warmed"])
+        if quiet and time.monotonic() - self._warm_logged > 10:
+            self._warm_logged = time.monotonic()
+            log.info("warming up: %d events stepped without publishing so far; now at %s", self.counts["warmed"],
+                     ", ".join(f"{tp.topic}:{tp.partition}@{max(r.offset for r in records if r.tp == tp)}/{end}"
+                               for tp, end in sorted(ends.items()) if end >= 0))
+        return quiet
+
+    def prepare_warm(self) -> WarmPlan | None:
+        """With ``--warm-from``, before Faust starts: plan the warm-up of a consumer group that never
+        committed (``streams/warm.py``); None when there is nothing to plan."""
+        if self.config.warm_from is None:
+            return None
+        since = parse_since(self.config.warm_from, int(time.time() * 1000))
+        return warm.prepare(self.config, self.changelog, since)
 
     def _read_states(self, keys: dict[bytes, int]) -> dict[bytes, UserState | None]:
         out: dict[bytes, UserState | None] = {}
@@ -342,7 +372,7 @@ class Worker:
         or follows one that committed them)."""
         counts = plan.counts()
         for reason, n in counts.items():
-            if reason not in (EMITTED, DUPLICATE, REDELIVERED):
+            if reason not in (EMITTED, DUPLICATE, REDELIVERED, WARMED):
                 self.rejected[reason] += n
                 self.counts["rejected"] += n
                 log.info("%d dead letter(s): %s", n, reason)
