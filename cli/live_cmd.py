@@ -27,12 +27,13 @@ answer, or nothing new arrived for --timeout seconds. Then score it like offline
 
 without a data set (--since WHEN instead of --data/--format): the events come from the input
 topics themselves (up to their ends when the read starts), so live traffic that no replay named
-can be scored, e.g. a shadow beside the serving worker in production. The same rule with T = WHEN:
-every event at/after WHEN of a user with an event before it in the topics is a target, scored
-against the list the worker published for that user just before it. When the topics hold every
-user's whole history (a replay into fresh topics), the figures equal the bundles evaluated offline
-over the same events with that T (--compare-offline); on production topics the states also hold
-events older than the topics keep, and the figures are the model's online ones.
+can be scored, e.g. a shadow beside the serving worker in production. The same rule with
+T = WHEN: every event whose ts is at/after WHEN, of a user with an event before it in the topics,
+is a target, scored against the list the worker published for that user just before it. When
+the topics hold every user's whole history (a replay into fresh topics), the figures equal the
+bundles evaluated offline over the same events with that T (--compare-offline); on production
+topics the states also hold events older than the topics keep, and the figures are the model's
+online ones.
 
 compare mode (--shadow-topic T --shadow-bundle B2): a second worker (the shadow: another model
 version on the same input topics, its own --app-id, publishing to T) is read in the same pass,
@@ -93,9 +94,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="the bundle the worker serves (its item vocabulary); in compare mode the serving worker's")
     add_data_flags(p, required=False, protocol=False)
     p.add_argument("--since", metavar="WHEN",
-                   help="instead of --data: the targets are the events the input topics hold at/after WHEN (2h, "
-                        "90m, 7d back from now, an ISO time or epoch ms), of users with an event there before it; "
-                        "reads the input topics up to their ends at the start (for live traffic)")
+                   help="instead of --data: the targets are the events the input topics hold whose event time "
+                        "(ts) is at/after WHEN (2h, 90m, 7d back from now, an ISO time or epoch ms), of users with an "
+                        "event there before it; reads the input topics up to their ends at the start (live traffic)")
     add_kafka_flags(p, partitions=False)
     c = p.add_argument_group("compare with a shadow worker")
     c.add_argument("--shadow-topic", metavar="TOPIC",
