@@ -138,7 +138,8 @@ SETTINGS = (
     Setting("warm_from", "--warm-from", "STREAMREC_WARM_FROM", "WHEN",
             "warm a new model version's states up before it answers: a consumer group that never committed "
             "starts reading the input topics at this time (7d = 7 days back, an ISO time or epoch ms) and steps "
-            "every event already there without publishing; the events after them it serves (streams/warm.py). "
+            "every event already there without publishing; the events after them it serves (streams/warm.py; "
+            "earliest = all the topics keep). "
             "Give the new version its own --app-id"),
 ) + SECURITY_SETTINGS
 
@@ -157,8 +158,11 @@ _EPOCH_MS = re.compile(r"^\d{11,14}$")
 
 def parse_since(text: str, now_ms: int) -> int:
     """The warm-up's start time (epoch ms) from a duration back from now (``7d``, ``36h``, ``90m``), an
-    ISO 8601 time (``2026-12-01T00:00:00Z``; without a zone: UTC) or epoch milliseconds."""
+    ISO 8601 time (``2026-12-01T00:00:00Z``; without a zone: UTC), epoch milliseconds, or ``earliest``
+    (0: everything the topics keep)."""
     text = text.strip()
+    if text.lower() == "earliest":
+        return 0
     if _EPOCH_MS.match(text):
         return int(text)
     try:

@@ -23,6 +23,7 @@ def test_since_reads_durations_iso_times_and_epoch_ms() -> None:
     assert parse_since("2026-12-01T00:00:00Z", NOW) == parse_since("2026-12-01T00:00:00", NOW) == 1_796_083_200_000
     assert parse_since("2026-12-01T01:00:00+01:00", NOW) == 1_796_083_200_000
     assert parse_since("1796083200000", NOW) == 1_796_083_200_000
+    assert parse_since("earliest", NOW) == 0
     with pytest.raises(ConfigError, match="--warm-from.*neither a duration"):
         parse_since("last tuesday", NOW)
     with pytest.raises(ConfigError, match="--warm-from"):
