@@ -147,6 +147,10 @@ def test_a_shadow_answers_the_same_events_under_its_own_version_and_live_equals_
         # no data set: the targets are the events the topics hold at/after T (the second phase's start)
         since_status, by_topics = compare(broker, names, shadow_topic, shadow_dlq, f"since:{cut}", bundle_dir,
                                           shadow_bundle_dir, tmp_path / "since", timeout=30)
+        # and one version alone, the shadow's topic read as any worker's
+        alone = streamrec("evaluate-live", "--since", cut, "--brokers", broker, "--clicks-topic", names.clicks,
+                          "--browses-topic", names.browses, "--output-topic", shadow_topic, "--dlq-topic", shadow_dlq,
+                          "--bundle", shadow_bundle_dir, "--json", "--no-progress", "--timeout", 30)
     finally:
         for w in (serving, shadow):
             if w.proc.poll() is None:
@@ -199,3 +203,7 @@ def test_a_shadow_answers_the_same_events_under_its_own_version_and_live_equals_
         for key in METRICS:
             assert by_topics["metrics"][side][key] == pytest.approx(ref[key], abs=TOL), (side, key)
             assert by_topics["reports"][side]["metrics"][key] == pytest.approx(ref[key], abs=TOL), (side, key)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    single = json.loads(alone.stdout)
+    assert single["targets_from"] == "topics" and single["model_version"] == v2
+    assert single["metrics"] == by_topics["reports"]["shadow"]["metrics"]
