@@ -2,16 +2,19 @@
 
     ./run python benchmarks/ann_step.py --model runs/beauty64
     ./run python benchmarks/ann_step.py --model runs/beauty64 --sizes 100000 --seconds 1 --repeats 3
+    ./run python benchmarks/ann_step.py --model runs/beauty64 --index ivf ivf:nprobe=64 hnsw:ef_search=256
 
 For each catalog size: the trained model with its item table grown to that size
 (benchmarks/ann_catalog.py: real embeddings mixed and perturbed; the real catalog as it is for the
 smallest) is exported twice through ``export_bundle``, once exact (the graph's full scan + TopK)
-and once with ``--index hnsw`` (``--hnsw-m``, ``--ef-construction``, ``--ef-search``), both
-parity-checked, the indexed one also through the recall gate. Then, in the same process:
+and once per ``--index`` spec (``KIND[:param=value,...]``, the parameters of export/ann.py's
+DEFAULTS, e.g. ``ivf:nlist=4000,nprobe=32`` or ``hnsw:M=32,ef_construction=128,ef_search=256``;
+unnamed parameters take the export defaults; default: ``ivf``), all parity-checked, the indexed
+ones also through the recall gate. Then, in the same process:
 
 - speed: each bundle stepped at batch 1 through ``Bundle.step`` (what the worker calls) over the
-  events of real histories (users' events in order, state carried), for --seconds, exact and
-  indexed alternating --repeats times; events/s medians and their ratio;
+  events of real histories (users' events in order, state carried), for --seconds, the exact and
+  the indexed bundles in turn --repeats times; events/s medians and each index's ratio to exact;
 - recall@10 and recall@(k+m) of the indexed lists against the exact scan on every state of
   --recall-users real histories (beside the export gate's figure on the recorded sequences);
 - bundle files' sizes, load time and resident memory added by ``Bundle.load`` (fresh process).
@@ -94,6 +97,32 @@ def sizes_mb(bundle_dir: Path) -> dict:
     return {p.name: round(p.stat().st_size / 2**20, 1) for p in sorted(bundle_dir.iterdir())}
 
 
+def parse_spec(text: str, candidates: int = 0):
+    """``KIND[:name=value,...]`` -> IndexSpec (ValueError names what is wrong)."""
+    from streamrec.export.ann import IndexSpec
+
+    kind, _, rest = text.partition(":")
+    params = {}
+    for part in filter(None, rest.split(",")):
+        name, eq, value = part.partition("=")
+        if not eq:
+            raise ValueError(f"index spec {text!r}: {part!r} is not name=value")
+        params[name] = int(value)
+    return IndexSpec(kind, params, candidates)
+
+
+def spec_name(spec, n_items: int) -> str:
+    """The bundle's folder name: kind and every resolved parameter (so two specs never share one)."""
+    return "-".join([spec.kind] + [f"{k}{v}" for k, v in spec.resolved(n_items).items()]
+                    + ([f"c{spec.candidates}"] if spec.candidates else []))
+
+
+def _faiss_version() -> str:
+    import faiss
+
+    return faiss.__version__
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="checkpoint directory (streamrec train --out)")
@@ -101,9 +130,9 @@ def main() -> None:
     ap.add_argument("--format", default="sequences")
     ap.add_argument("--sizes", type=int, nargs="+", default=[0, 100_000, 1_000_000],
                     help="catalog sizes in items (0: the model's real catalog)")
-    ap.add_argument("--hnsw-m", type=int, default=32)
-    ap.add_argument("--ef-construction", type=int, default=128)
-    ap.add_argument("--ef-search", type=int, default=128)
+    ap.add_argument("--index", nargs="+", default=["ivf"], metavar="KIND[:name=value,...]",
+                    help="indexes measured beside exact, e.g. ivf:nprobe=32 hnsw:M=32,ef_search=256 (default: ivf)")
+    ap.add_argument("--candidates", type=int, default=0, help="items the index returns (default k+m)")
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--m", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=3.0)
@@ -112,7 +141,6 @@ def main() -> None:
     ap.add_argument("--work", help="folder for the bundles (default: a temporary one, removed)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ann-step.json"))
     a = ap.parse_args()
-    from streamrec.export.ann import IndexSpec
     from streamrec.export.onnx_export import export_bundle
     from streamrec.export.recall import measure
     from streamrec.export.runtime import Bundle
@@ -121,9 +149,13 @@ def main() -> None:
     base = checkpoint.load(a.model)
     hist = cat.real_histories(base, Path(a.data), a.format, n=2000, seed=1)
     ev = event_stream(hist)
-    spec = IndexSpec("hnsw", {"M": a.hnsw_m, "ef_construction": a.ef_construction, "ef_search": a.ef_search})
-    doc = {"model": a.model, "threads": 1, "batch": 1, "k": a.k, "m": a.m, "index": {"kind": "hnsw", **spec.params},
-           "seconds": a.seconds, "repeats": a.repeats, "events": int(ev.shape[1]), "cpu_count": os.cpu_count(),
+    try:
+        specs = [parse_spec(t, a.candidates) for t in a.index]
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    doc = {"model": a.model, "threads": 1, "batch": 1, "k": a.k, "m": a.m, "index": a.index,
+           "candidates": a.candidates or a.k + a.m, "seconds": a.seconds, "repeats": a.repeats,
+           "events": int(ev.shape[1]), "cpu_count": os.cpu_count(), "faiss": _faiss_version(),
            "loadavg_start": os.getloadavg(), "rows": []}
     print(f"{ev.shape[1]:,} real events of {len(hist)} histories for the speed loop", flush=True)
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="ann-step-"))
@@ -132,36 +164,46 @@ def main() -> None:
             n_items = size + 2 if size else base.model.cfg.n_items
             t0 = time.monotonic()
             ckpt = grown_checkpoint(base, n_items)
-            grow_s = time.monotonic() - t0
-            row = {"n_items": n_items - 2, "grow_s": round(grow_s, 1)}
-            dirs = {"exact": work / f"exact-{n_items}", "indexed": work / f"hnsw-{n_items}"}
-            for name, d in dirs.items():
+            row = {"n_items": n_items - 2, "grow_s": round(time.monotonic() - t0, 1)}
+            names = ["exact"] + [spec_name(s, n_items - 2) for s in specs]
+            bundles = {}
+            for name, spec in zip(names, [None] + specs):
+                d = work / f"{name}-{n_items}"
                 t0 = time.monotonic()
                 if not d.exists():
-                    manifest, _ = export_bundle(ckpt, d, k=a.k, m=a.m, index=spec if name == "indexed" else None)
-                row[f"{name}_export_s"] = round(time.monotonic() - t0, 1)
-                row[f"{name}_files_mb"] = sizes_mb(d)
-                row[f"{name}_load"] = load_probe(d)
-            exact, indexed = Bundle.load(dirs["exact"], threads=1), Bundle.load(dirs["indexed"], threads=1)
-            row["gate"] = indexed.manifest.index["recall"]
-            rec = measure(indexed, hist[:a.recall_users], threshold=0.0)
-            row["recall_real_histories"] = rec.to_dict()
-            runs = {"exact": [], "indexed": []}
+                    export_bundle(ckpt, d, k=a.k, m=a.m, index=spec)
+                info = {"export_s": round(time.monotonic() - t0, 1), "files_mb": sizes_mb(d),
+                        "bundle_mb": round(sum(p.stat().st_size for p in d.iterdir()) / 2**20, 1),
+                        "load": load_probe(d)}
+                bundles[name] = Bundle.load(d, threads=1)
+                if spec is not None:
+                    b = bundles[name]
+                    info.update({"spec": spec.kind, "params": b.manifest.index["params"],
+                                 "candidates": b.manifest.index["candidates"], "gate": b.manifest.index["recall"],
+                                 "recall_real_histories": measure(b, hist[:a.recall_users], threshold=0.0).to_dict()})
+                row[name] = info
+            runs = {name: [] for name in names}
             for _ in range(a.repeats):
-                for name, b in (("exact", exact), ("indexed", indexed)):
-                    runs[name].append(rate(b, ev, a.seconds))
+                for name in names:
+                    runs[name].append(rate(bundles[name], ev, a.seconds))
             med = {k: statistics.median(v) for k, v in runs.items()}
-            row.update({"exact_events_per_s": round(med["exact"]), "indexed_events_per_s": round(med["indexed"]),
-                        "speedup": round(med["indexed"] / med["exact"], 2), "runs": runs,
-                        "exact_us": round(1e6 / med["exact"], 1), "indexed_us": round(1e6 / med["indexed"], 1)})
+            for name in names:
+                row[name].update({"events_per_s": round(med[name]), "us": round(1e6 / med[name], 1),
+                                  "runs": [round(r, 1) for r in runs[name]]})
+                if name != "exact":
+                    row[name]["speedup"] = round(med[name] / med["exact"], 2)
             doc["rows"].append(row)
-            print(f"{n_items - 2:>9,} items: exact {med['exact']:>8,.0f} events/s, indexed {med['indexed']:>8,.0f} "
-                  f"events/s (x{med['indexed'] / med['exact']:.1f}); recall@10 {rec.recall_at_10:.4f}, "
-                  f"@{rec.n} {rec.recall_at_n:.4f} on {rec.states} real states (gate: {row['gate']['recall@10']:.4f}); "
-                  f"export exact {row['exact_export_s']} s, indexed {row['indexed_export_s']} s; "
-                  f"rss exact +{row['exact_load']['rss_added_mb']} MB, indexed +{row['indexed_load']['rss_added_mb']} MB",
+            print(f"{n_items - 2:>9,} items: exact {med['exact']:>7,.0f} events/s "
+                  f"(bundle {row['exact']['bundle_mb']:,.0f} MB, rss +{row['exact']['load']['rss_added_mb']:,.0f} MB)",
                   flush=True)
-            del exact, indexed, ckpt
+            for name in names[1:]:
+                r, rec = row[name], row[name]["recall_real_histories"]
+                n_top = bundles[name].manifest.n_top
+                print(f"{'':>16}{name}: {med[name]:>7,.0f} events/s (x{r['speedup']:.1f}); recall@10 "
+                      f"{rec['recall@10']:.4f}, @{n_top} {rec[f'recall@{n_top}']:.4f} on {rec['states']} real states "
+                      f"(gate {r['gate']['recall@10']:.4f}); export {r['export_s']} s, bundle {r['bundle_mb']:,.0f} MB, "
+                      f"load {r['load']['load_s']} s, rss +{r['load']['rss_added_mb']:,.0f} MB", flush=True)
+            del bundles, ckpt
             doc["loadavg_end"] = os.getloadavg()
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)
             Path(a.out).write_text(json.dumps(doc, indent=2))  # after every size: a partial run keeps its rows

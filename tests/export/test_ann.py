@@ -32,11 +32,13 @@ def trained():
 def bundles(trained, tmp_path_factory):
     ckpt, _ = trained
     root = tmp_path_factory.mktemp("ann")
-    out = {"exact": root / "exact", "flat": root / "flat", "hnsw": root / "hnsw"}
+    out = {"exact": root / "exact", "flat": root / "flat", "hnsw": root / "hnsw", "ivf": root / "ivf"}
     export_bundle(ckpt, out["exact"], k=K, m=M)
     export_bundle(ckpt, out["flat"], k=K, m=M, index=IndexSpec("flat"))
     # ef_search >= the catalog: the graph search visits every item, so it is exhaustive too
     export_bundle(ckpt, out["hnsw"], k=K, m=M, index=IndexSpec("hnsw", {"M": 8, "ef_search": 400}))
+    # nprobe = nlist: every list is scanned, exhaustive as well (through the L2 transform of export/ann.py)
+    export_bundle(ckpt, out["ivf"], k=K, m=M, index=IndexSpec("ivf", {"nlist": 8, "nprobe": 8}))
     return out
 
 
@@ -91,6 +93,43 @@ def test_index_of_another_catalog_is_refused(bundles, tmp_path):
         (bad / contract.MANIFEST_FILE).write_text(json.dumps(mf))
         with pytest.raises(BundleError, match=error):
             Bundle.load(bad)
+
+
+def test_ivf_searches_the_l2_transform_and_reads_inner_product_ivf_files(bundles, tmp_path):
+    """The ivf file is the L2 transform (a zero-padding remap onto an L2 IVF one dimension wider) and
+    answers plain queries; an inner-product IVF file (bundles exported before the transform) still
+    loads and answers the same, and an L2 IVF without the remap is refused."""
+    import faiss
+
+    from streamrec.export.manifest import sha256_file
+
+    b = Bundle.load(bundles["ivf"])
+    mf = b.manifest.index
+    assert type(b.index.index) is faiss.IndexPreTransform and b.index.dim == mf["dim"]
+    inner = faiss.extract_index_ivf(b.index.index)
+    assert inner.metric_type == faiss.METRIC_L2 and inner.d == mf["dim"] + 1 and inner.nprobe == 8
+    # every row of the transformed table has the same norm: nearest in L2 = largest inner product
+    q = np.random.default_rng(0).normal(size=(5, mf["dim"])).astype(np.float32)
+    q[:, -1] = 1
+    full = q @ np.asarray(b.table[2:]).T
+    np.testing.assert_array_equal(b.index.search(q, 15), np.argsort(-full, axis=1, kind="stable")[:, :15] + 2)
+
+    old = tmp_path / "ip-ivf"
+    shutil.copytree(bundles["ivf"], old)
+    x = np.ascontiguousarray(np.load(old / contract.TABLE_FILE)[2:])
+    for index, error in ((faiss.IndexIVFFlat(faiss.IndexFlatIP(x.shape[1]), x.shape[1], 8, faiss.METRIC_INNER_PRODUCT), None),
+                         (faiss.IndexIVFFlat(faiss.IndexFlatL2(x.shape[1]), x.shape[1], 8, faiss.METRIC_L2), "does not rank by inner product")):
+        index.train(x)
+        index.add(x)
+        faiss.write_index(index, str(old / contract.INDEX_FILE))
+        m = json.loads((old / contract.MANIFEST_FILE).read_text())
+        m["files"][contract.INDEX_FILE] = sha256_file(old / contract.INDEX_FILE)
+        (old / contract.MANIFEST_FILE).write_text(json.dumps(m))
+        if error is None:
+            np.testing.assert_array_equal(Bundle.load(old).index.search(q, 15), b.index.search(q, 15))
+        else:
+            with pytest.raises(BundleError, match=error):
+                Bundle.load(old)
 
 
 def test_recall_on_a_known_catalog(tmp_path):
@@ -161,7 +200,7 @@ def test_short_candidate_lists_fall_back_to_the_full_scan(trained, tmp_path):
     assert short > 0 and b.full_scan_rows == short and (ti >= 2).all()
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
 def test_exhaustive_index_gives_the_full_scan_lists(bundles, trained, kind):
     """Every step of the recorded sequences, batch 1 and 8, states carried: the same ids as the graph's
     TopK (except between scores tied within the contract's tolerance), the same scores and states."""
