@@ -12,6 +12,15 @@ Per index and search setting: build time (--build-threads), index file size (the
 format), resident memory added by loading the file, query time at batch 1 (median of the
 per-query means of --repeats passes), recall@10 and recall@N (N = k + m = 70) of the index's own
 top-N against the exact top-N. Writes benchmarks/results/ann-choice.json.
+
+``ivf-l2-*`` is what ``streamrec export --index ivf`` builds (export/ann.py: the MIPS-to-L2
+transform, nlist 4 x sqrt(n)), with the lists stored as float32 (flat), float16 or int8 (faiss's
+scalar quantiser). Their recall here is the index's own ranking; a bundle re-scores the candidates
+exactly against its float32 item table, so its recall@10 can only be higher. E.g. the memory and
+size of the variants at 1M items (issue 11, item 4):
+    ./run python benchmarks/ann_choice.py --model runs/beauty64 --sizes 1000000 --libs faiss \
+        --big faiss:ivf-l2-flat faiss:ivf-l2-sq-f16 faiss:ivf-l2-sq-i8 --nprobe 16 32 --build-threads 2 \
+        --out benchmarks/results/ann-choice-ivf.json
 """
 from __future__ import annotations
 
@@ -57,6 +66,21 @@ class Faiss:
             ix = f.IndexHNSWSQ(d, qt, self.m, ip)
         elif self.kind == "ivf-flat":
             ix = f.IndexIVFFlat(f.IndexFlatIP(d), d, self.nlist, ip)
+        elif self.kind.startswith("ivf-l2-"):  # export/ann.py's ivf: the MIPS-to-L2 transform, then L2 IVF
+            qt = {"flat": None, "sq-f16": f.ScalarQuantizer.QT_fp16, "sq-i8": f.ScalarQuantizer.QT_8bit}[self.kind[7:]]
+            # the scalar quantiser's SIMD distance needs a dimension divisible by 8: zeros pad the rest
+            d2 = d + 1 if qt is None else -(-(d + 1) // 8) * 8
+            norms = np.einsum("ij,ij->i", x, x)
+            x2 = np.zeros((len(x), d2), np.float32)
+            x2[:, :d], x2[:, d] = x, np.sqrt(np.maximum(norms.max() - norms, 0))
+            inner = (f.IndexIVFFlat(f.IndexFlatL2(d2), d2, self.nlist, f.METRIC_L2) if qt is None else
+                     f.IndexIVFScalarQuantizer(f.IndexFlatL2(d2), d2, self.nlist, qt, f.METRIC_L2))
+            rng = np.random.default_rng(0)
+            inner.train(x2[rng.choice(len(x), min(len(x), 50 * self.nlist), replace=False)])
+            inner.add(x2)
+            self.ix = f.IndexPreTransform(f.RemapDimensionsTransform(d, d2, False), inner)
+            self.ix.is_trained = True
+            return
         else:
             raise ValueError(self.kind)
         if hasattr(ix, "hnsw"):
@@ -78,7 +102,7 @@ class Faiss:
         if hasattr(self.ix, "hnsw"):
             self.ix.hnsw.efSearch = param
         else:
-            self.ix.nprobe = param
+            self.faiss.extract_index_ivf(self.ix).nprobe = param
 
     def search(self, q: np.ndarray, n: int) -> np.ndarray:
         return self.ix.search(q, n)[1]
@@ -171,6 +195,8 @@ def candidates(n_items: int, m: int, efc: int, which: set[str]) -> list:
     if "faiss" in which:
         out += [Faiss("hnsw-flat", m, efc), Faiss("hnsw-sq-f16", m, efc), Faiss("hnsw-sq-i8", m, efc),
                 Faiss("ivf-flat", m, efc, nlist)]
+        # export/ann.py's ivf (the L2 transform), nlist 4 x sqrt(n) at every size, float32 / float16 / int8 lists
+        out += [Faiss(f"ivf-l2-{q}", m, efc, int(4 * np.sqrt(n_items))) for q in ("flat", "sq-f16", "sq-i8")]
     if "hnswlib" in which:
         out.append(Hnswlib(m, efc))
     if "usearch" in which:
