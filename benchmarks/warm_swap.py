@@ -46,8 +46,11 @@ figures. The figures cover the other targets, "after the user's first post-swap 
   offline B, post-T  B stepped offline over each user's events at/after T only, i.e. what the cold
                      worker saw: cold should equal it (`checks.cold_equals_offline_post_swap`).
 
-Also by "post-swap events before the target" (1, 2, 3-5, 6-10, 11-20, >20): how fast cold catches
-up (HR@10 per bucket, and the PNG next to --out when matplotlib is there).
+Also, for cold and warm (and both offline references): the figures over the targets among the
+first N events after the swap in time order (N = 1,000, 2,000, 5,000, all: "the first N events
+after the swap" of the issue; `first_n_events_after_swap`), and HR@10 by the number of the user's
+own events after the swap before the target (1, 2, 3-5, 6-10, 11-20, >20), which says how long
+cold lags (`hr10_by_post_swap_events_before_target`; the PNG next to --out plots it).
 
 The cost of warming (warm run): `/health` is polled every --poll s (0.05) from the worker's launch;
 seconds per million events = 1e6 x (t_done - t_first) / (warmed_done - warmed_first), where t_first
@@ -111,6 +114,24 @@ def prepare_data(a: argparse.Namespace, work: Path) -> dict:
         raise SystemExit(f"the events go to {sorted(topics)}: --order none keeps per-user order only on one topic")
     return {"events": events, "split": sp, "cutoff_ts": t, "pre": len(pre), "post": len(events) - len(pre),
             "pre_flags": pre_flags, "post_flags": [*full_flags, "--cutoff", "temporal"], "ids_ok": ids_ok}
+
+
+def train_default(events: list, work: Path) -> tuple[Path, dict]:
+    """The project's default model (LSTMConfig and TrainConfig defaults, seed 0, 1 torch thread), exported k 20, m 50."""
+    from streamrec.export.onnx_export import export_bundle
+    from streamrec.model import checkpoint
+    from streamrec.model.config import TrainConfig
+    from streamrec.model.pipeline import train
+
+    la, t0 = loadavg(), time.monotonic()
+    run_dir, bundle_dir = work / "model", work / "bundle"
+    doc = train(events, "temporal", run_dir, {}, TrainConfig(seed=0, threads=1), {"name": "bench-warm-swap"},
+                progress=False, with_baselines=False)
+    train_s = time.monotonic() - t0
+    export_bundle(checkpoint.load(run_dir), bundle_dir, k=20, m=50)
+    return bundle_dir, {"bundle": str(bundle_dir), "trained": True, "model": "default (LSTMConfig defaults)",
+                        "train_seconds": round(train_s, 1), "best_epoch": doc.get("best_valid", {}).get("epoch"),
+                        "offline_test": doc.get("model"), "loadavg_before": la, "loadavg_after": loadavg()}
 
 
 # ---- one swap -------------------------------------------------------------------------------------
@@ -186,13 +207,32 @@ def serve_rate(log) -> dict:
             "definition": "(recommendations - 1) / (last - first output record timestamp)"}
 
 
-def one_swap(a, bench: Swap, d: dict, mode: str) -> tuple[dict, object]:
+def timing(runs: list[dict]) -> dict:
+    """Medians over the runs: warm-up seconds per million events, serving drain events/s per mode."""
+    def med(xs: list) -> float | None:
+        xs = [x for x in xs if x is not None]
+        return float(np.median(xs)) if xs else None
+
+    warm = [r["warm_up"] for r in runs if r.get("warm_up")]
+    out = {"warm_up_s_per_million": {"median": med([w.get("s_per_million") for w in warm]),
+                                     "runs": [w.get("s_per_million") for w in warm]},
+           "warm_up_events_per_s": {"median": med([w.get("events_per_s") for w in warm])},
+           "warm_up_s_per_million_from_launch": {"median": med([w["from_launch"]["s_per_million"] for w in warm])},
+           "serving_drain_events_per_s": {}}
+    for mode in sorted({r["mode"] for r in runs}):
+        xs = [r.get("serve", {}).get("events_per_s") for r in runs if r["mode"] == mode]
+        out["serving_drain_events_per_s"][mode] = {"median": med(xs), "runs": xs}
+    return out
+
+
+def one_swap(a, bench: Swap, d: dict, mode: str, run: int = 0) -> tuple[dict, object]:
     """One swap (cold or warm): replay before T, start B, replay at/after T, read back. (figures, LiveLog)"""
     from streamrec.streams.live_eval import LiveLog, collect
     from streamrec.streams.replay import Topics, event_id
 
-    label, res = mode, {"mode": mode, "loadavg_before": loadavg(), "app_id": bench.app_id(mode)}
-    say(f"{mode}: replaying the {d['pre']:,} events before T (no worker running)")
+    label = f"{mode}{run}"
+    res = {"mode": mode, "run": run, "loadavg_before": loadavg(), "app_id": bench.app_id(label)}
+    say(f"{mode} (run {run + 1}): replaying the {d['pre']:,} events before T (no worker running)")
     res["replay_before"], _ = bench.replay(label, d["pre_flags"], None)
     if res["replay_before"]["sent"] != d["pre"]:
         raise RuntimeError(f"{res['replay_before']['sent']} of {d['pre']} events before T sent")
@@ -263,6 +303,14 @@ def offline_ranks(bundle, sp, after: list[tuple[str, int]]) -> tuple[np.ndarray,
     return full, post
 
 
+def listed(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Ranks as a published list of k items gives them: a target ranked below k is a miss (offline ranks
+    go down to k + m, the graph's list; every figure at K <= k is the same either way)."""
+    from streamrec.model.metrics import MISS
+
+    return np.where(ranks <= k, ranks, MISS)
+
+
 def by_bucket(ranks: dict[str, np.ndarray], since_swap: np.ndarray) -> list[dict]:
     out = []
     for lo, hi in BUCKETS:
@@ -274,48 +322,59 @@ def by_bucket(ranks: dict[str, np.ndarray], since_swap: np.ndarray) -> list[dict
     return out
 
 
-def score(doc: dict, d: dict, logs: dict, bundle) -> bool:
+def live_result(log, d: dict, bundle) -> tuple[np.ndarray, dict]:
+    """One run's live ranks on the targets after the user's first post-swap event, and its counts."""
     from streamrec.streams.live_eval import live_ranks
     from streamrec.streams.replay import event_id
+
+    sp = d["split"]
+    after_mask = np.array([p > sp.train_len[u] for u, p in sp.test])
+    r, st = live_ranks(log, sp, bundle.items)
+    # B published nothing for a first-post-swap target's previous event (before T): no list, no rank
+    first = [(u, p) for (u, p), keep in zip(sp.test, after_mask) if not keep]
+    return listed(r[after_mask], bundle.k), {
+        **dict(st),
+        "first_post_swap_targets_with_a_list": sum(1 for u, p in first if log.output_of(event_id(u, p - 1)) is not None),
+        "events_before_T_answered": sum(1 for c, rec in log.inputs.items() if rec.ts < d["cutoff_ts"] and c in log.outputs),
+        "events_after_T_unanswered": sum(1 for c, rec in log.inputs.items()
+                                         if rec.ts >= d["cutoff_ts"] and c not in log.outputs)}
+
+
+def score(doc: dict, d: dict, lives: dict, bundle) -> bool:
+    """The figures and checks from every run's ``live_result`` (``lives``: mode -> list of them)."""
+    from streamrec.streams.replay import event_id
+    from streamrec.streams.replay_plan import Topics, plan
 
     sp = d["split"]
     after_mask = np.array([p > sp.train_len[u] for u, p in sp.test])
     after = [t for t, keep in zip(sp.test, after_mask) if keep]
     say(f"scoring: {len(sp.test):,} targets, {int(after_mask.sum()):,} after the user's first post-swap event, "
         f"{int((~after_mask).sum()):,} first-post-swap targets")
-    full, post = offline_ranks(bundle, sp, after)
+    full, post = (listed(r, bundle.k) for r in offline_ranks(bundle, sp, after))
     ranks = {"offline B, full history": full, "offline B, post-T history only": post}
-    checks, stats = {}, {}
-    for mode, log in logs.items():
-        r, st = live_ranks(log, sp, bundle.items)
-        ranks[mode] = r[after_mask]
-        # B published nothing for a first-post-swap target's previous event (before T): no list, no rank
-        first = [(u, p) for (u, p), keep in zip(sp.test, after_mask) if not keep]
-        stats[mode] = {**dict(st),
-                       "first_post_swap_targets_with_a_list": sum(1 for u, p in first
-                                                                  if log.output_of(event_id(u, p - 1)) is not None),
-                       "events_before_T_answered": sum(1 for c, rec in log.inputs.items()
-                                                       if rec.ts < d["cutoff_ts"] and c in log.outputs),
-                       "events_after_T_unanswered": sum(1 for c, rec in log.inputs.items()
-                                                        if rec.ts >= d["cutoff_ts"] and c not in log.outputs)}
-    since_swap = np.array([p - sp.train_len[u] for u, p in after])
-    if "warm" in ranks:
-        diff = np.flatnonzero(ranks["warm"] != full)
-        checks["warm_equals_offline"] = {"ok": diff.size == 0, "targets_differing": int(diff.size),
-                                         "first_differences": [{"target": after[i], "warm": int(ranks["warm"][i]),
-                                                                "offline": int(full[i])} for i in diff[:10]]}
-    if "cold" in ranks:
-        diff = np.flatnonzero(ranks["cold"] != post)
-        checks["cold_equals_offline_post_swap"] = {"ok": diff.size == 0, "targets_differing": int(diff.size),
-                                                   "first_differences": [{"target": after[i], "cold": int(ranks["cold"][i]),
-                                                                          "offline": int(post[i])} for i in diff[:10]]}
+    checks, stats, reference = {}, {}, {"warm": full, "cold": post}
+    for mode, runs in lives.items():
+        stats[mode], differing = [], []
+        for i, (r, st) in enumerate(runs):
+            if i == 0:
+                ranks[mode] = r
+            diff = np.flatnonzero(r != reference[mode])
+            differing.append({"run": i, "targets_differing": int(diff.size),
+                              "first_differences": [{"target": after[j], mode: int(r[j]),
+                                                     "offline": int(reference[mode][j])} for j in diff[:10]]})
+            stats[mode].append(st)
+        name = "warm_equals_offline" if mode == "warm" else "cold_equals_offline_post_swap"
+        checks[name] = {"ok": all(x["targets_differing"] == 0 for x in differing), "runs": differing,
+                        "compared": "ranks target by target (a rank below the list's k counts as a miss)"}
+        checks[f"{mode}_clean"] = {"ok": all(st.get("order_violations", 0) == 0 and st.get("targets_unanswered", 0) == 0
+                                             and st["events_before_T_answered"] == 0
+                                             and st["events_after_T_unanswered"] == 0
+                                             and st["first_post_swap_targets_with_a_list"] == 0
+                                             for st in stats[mode]), "runs": stats[mode]}
     checks["event_ids_line_up"] = {"ok": d["ids_ok"]}
-    for mode in logs:
-        st = stats[mode]
-        checks[f"{mode}_clean"] = {"ok": st.get("order_violations", 0) == 0 and st.get("targets_unanswered", 0) == 0
-                                   and st["events_before_T_answered"] == 0 and st["events_after_T_unanswered"] == 0
-                                   and st["first_post_swap_targets_with_a_list"] == 0,
-                                   **{k: v for k, v in st.items()}}
+    since_swap = np.array([p - sp.train_len[u] for u, p in after])
+    order = {m.event_id: i for i, m in enumerate(plan(d["events"], Topics(), from_ts=d["cutoff_ts"]))}
+    place = np.array([order[event_id(u, p)] for u, p in after])  # the target's place among the events after T
     doc["scores"] = {
         "rule": "a target is scored against the list B published for the user's previous event; first-post-swap "
                 "targets (previous event before T) have none and are counted apart",
@@ -324,6 +383,10 @@ def score(doc: dict, d: dict, logs: dict, bundle) -> bool:
         "metrics": {k: metrics(v) for k, v in ranks.items()},
         "offline_B_all_targets_full_history": offline_all(bundle, sp),
         "hr10_by_post_swap_events_before_target": by_bucket(ranks, since_swap),
+        "first_n_events_after_swap": [{"first_events": n, "targets_scored": int((place < n).sum()),
+                                       **{k: {m: v for m, v in metrics(r[place < n]).items() if m.endswith("@10")}
+                                          for k, r in ranks.items()}}
+                                      for n in (1000, 2000, 5000, d["post"]) if (place < n).any()],
         "live_stats": stats,
     }
     doc["checks"] = checks
@@ -357,15 +420,20 @@ def table(doc: dict) -> str:
         lines.append("HR@10 by post-swap events before the target: " + "; ".join(
             f"{b['post_swap_events_before']} ({b['targets']}): cold {b['HR@10 cold']:.3f} warm {b['HR@10 warm']:.3f}"
             for b in s["hr10_by_post_swap_events_before_target"] if "HR@10 cold" in b and "HR@10 warm" in b))
-    for r in doc.get("runs", []):
-        wu = r.get("warm_up")
-        if wu:
-            lines.append(f"warm-up: {wu['history_events']:,} events, {fmt(wu.get('s_per_million'), ',.1f')} s per million "
-                         f"({fmt(wu.get('events_per_s'))} events/s; from launch {wu['from_launch']['s']:.1f} s)")
-        lines.append(f"{r['mode']}: serving drain {fmt(r.get('serve', {}).get('events_per_s'))} events/s "
-                     f"over {r.get('serve', {}).get('recommendations', 0):,} recommendations")
+        for w in s.get("first_n_events_after_swap", []):
+            lines.append(f"first {w['first_events']:,} events after the swap ({w['targets_scored']:,} targets): " + "; ".join(
+                f"{k} HR@10 {w[k]['HR@10']:.4f} NDCG@10 {w[k]['NDCG@10']:.4f}" for k in ("cold", "warm") if k in w))
+    t = doc.get("timing")
+    if t:
+        wu = t["warm_up_s_per_million"]
+        lines.append(f"warm-up: {fmt(wu['median'], ',.1f')} s per million events (median of "
+                     f"{', '.join(fmt(x, ',.1f') for x in wu['runs'])}; {fmt(t['warm_up_events_per_s']['median'])} "
+                     f"events/s; from the worker's launch {fmt(t['warm_up_s_per_million_from_launch']['median'], ',.1f')})")
+        lines.append("serving drain, events/s (median): " + "; ".join(
+            f"{m} {fmt(v['median'])} ({', '.join(fmt(x) for x in v['runs'])})"
+            for m, v in t["serving_drain_events_per_s"].items()))
     for k, c in doc.get("checks", {}).items():
-        lines.append(f"check {k}: {'ok' if c['ok'] else 'FAILED ' + json.dumps(c)[:400]}")
+        lines.append(f"check {k}: {'ok' if c['ok'] else 'FAILED ' + json.dumps(c)[:600]}")
     return "\n".join(lines)
 
 
@@ -377,7 +445,7 @@ def plot(doc: dict, path: Path) -> str | None:
     except ImportError:
         return None
     rows = doc["scores"]["hr10_by_post_swap_events_before_target"]
-    names = [k.removeprefix("HR@10 ") for k in rows[0] if k.startswith("HR@10 ")]
+    names = [n for n in ("cold", "warm") if f"HR@10 {n}" in rows[0]]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(7, 3.4), dpi=100)
     width = 0.8 / len(names)
@@ -386,7 +454,7 @@ def plot(doc: dict, path: Path) -> str | None:
     ax.set_xticks(x, [f"{r['post_swap_events_before']}\n({r['targets']})" for r in rows])
     ax.set_xlabel("the user's events after the swap before the target (targets)")
     ax.set_ylabel("HR@10")
-    ax.set_title("ml-100k, swap to B at T: cold catches up with the user's new events", fontsize=10)
+    ax.set_title("ml-100k, swap to B at T: HR@10 (live; each equals B offline on its history)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
@@ -400,8 +468,15 @@ def options() -> argparse.ArgumentParser:
     ap.add_argument("--data", default=str(DEFAULT_DATA), help=f"timestamped events (default {DEFAULT_DATA})")
     ap.add_argument("--format", dest="fmt", default="recbole", help="their format (default recbole)")
     ap.add_argument("--bundle", help="bundle B (trained before T); default: train and export a small one")
-    ap.add_argument("--epochs", type=int, default=2, help="training epochs when no --bundle (default 2)")
+    ap.add_argument("--model", choices=["default", "small"], default="default",
+                    help="without --bundle: train the project's default model (as benchmarks/quality.py, 1 torch thread, "
+                         "seed 0, early stopping; ~2-3 min) or the small one of benchmarks/streaming.py (dim 32, hidden "
+                         "64, --epochs)")
+    ap.add_argument("--epochs", type=int, default=2, help="training epochs of --model small (default 2)")
     ap.add_argument("--modes", nargs="+", choices=["cold", "warm"], default=["cold", "warm"])
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="swaps per mode, cold and warm side by side (default 3): timings are medians; the figures "
+                         "must be the same in every run (checked)")
     ap.add_argument("--live", action="store_true",
                     help="replay the events after T while the worker runs (default: paused, so they drain as a backlog)")
     ap.add_argument("--poll", type=float, default=0.05, help="seconds between /health polls (default 0.05)")
@@ -449,21 +524,28 @@ def main() -> int:
             f"{len(sp.test):,} targets; event ids line up: {d['ids_ok']}")
         if a.bundle:
             bundle_dir, info = Path(a.bundle).resolve(), {"bundle": str(Path(a.bundle).resolve()), "trained": False}
-        else:
+        elif a.model == "small":
             say(f"model B: training ({MODEL_KW}, {a.epochs} epochs, TEMPORAL-stream: events before T) and exporting")
             bundle_dir, info = train_bundle(d["events"], work, a.epochs, "bench-warm-swap")
+        else:
+            say("model B: training the default model (TEMPORAL-stream: events before T, 1 thread, seed 0), exporting")
+            bundle_dir, info = train_default(d["events"], work)
         doc["bundle"] = bundle_info(bundle_dir, info)
         save()
         broker = start_broker(name="bench-warm-swap", data_dir=work / "kafka", die_with_parent=True,
                               record_state=False)
         doc["broker"] = broker.bootstrap
         bench = Swap(a, work, procs, broker.bootstrap, bundle_dir, tag=time.strftime("%H%M%S"))
-        logs = {}
-        for mode in a.modes:
-            res, logs[mode] = one_swap(a, bench, d, mode)
-            doc["runs"].append(res)
-            save()
-        ok = score(doc, d, logs, Bundle.load(bundle_dir, threads=1))
+        bundle, lives = Bundle.load(bundle_dir, threads=1), {}
+        for i in range(a.repeats):  # cold and warm side by side, repeated for the timings
+            for mode in a.modes:
+                res, log = one_swap(a, bench, d, mode, i)
+                lives.setdefault(mode, []).append(live_result(log, d, bundle))
+                del log
+                doc["runs"].append(res)
+                doc["timing"] = timing(doc["runs"])
+                save()
+        ok = score(doc, d, lives, bundle)
         if "scores" in doc and len(doc["scores"]["hr10_by_post_swap_events_before_target"]):
             doc["plot"] = plot(doc, out.with_suffix(".png"))
     except KeyboardInterrupt:
