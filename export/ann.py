@@ -24,16 +24,19 @@ the Xbox recommender system", the MIPS-to-NN transform): every row gets one more
 gets a 0 there (faiss's RemapDimensionsTransform, stored in the same file, so the runtime passes
 the plain query); then ``|q' - x'|^2 = |q|^2 + R^2 - 2 q.x``, and the nearest rows are exactly the
 rows of largest inner product, while k-means, the list choice and the search use one metric. On
-the grown Beauty catalogs (benchmarks/ann_step.py, README) this raised recall@10 at nprobe 32
-from 0.935 to 0.999 at 1M items (0.98 to 0.999 at 100k) at the same speed.
+the grown Beauty catalogs: at 1M items, nlist 4,000, nprobe 32, the export gate's recall@10 went
+from 0.935 (inner-product IVF, refused) to 0.999; at 100k, nprobe 32, from 0.994 to 0.999 at about the
+same speed, 56 vs 61 us per query (benchmarks/results/ann-choice-ivf.json, README "Large catalogs").
 
 Why ``ivf`` (nlist 4 x sqrt(n), nprobe 32) for large catalogs rather than ``hnsw``: at batch 1 an
 IVF query scans nprobe / nlist of the table, ~8,000 rows at 1M items, in one SIMD pass over
-contiguous lists, while HNSW's graph walk at the ef that reaches the same recall visits fewer
-rows but in random order, each a cache miss; measured at 1M items, IVF with the transform answered
-in ~150 us at recall@10 0.999, HNSW (M 32, ef 256) in ~560 us at 0.97. The work grows as sqrt(n)
-(nlist does), so the same defaults serve 100k (recall@10 0.999, ~70 us) and 1M alike; IVF also
-builds in seconds where HNSW needs minutes at 1M, and its file is the vectors plus one id each.
+contiguous lists, while HNSW's graph walk at the ef that reaches the same recall visits fewer rows
+but in random order, each a cache miss. Measured through ``Bundle.step`` at 1M items in one run
+(benchmarks/results/ann-step.json): ivf 4,303 events/s at recall@10 0.998, hnsw (M 32, ef 256)
+2,475 at 0.965. With nprobe fixed and nlist ~ sqrt(n) the rows scanned grow as sqrt(n), so the
+same defaults serve 100k (5,721 events/s, recall@10 0.999) and 1M alike, not the numbers of one
+catalog; IVF also builds in seconds where HNSW takes minutes at 1M, and its file is the vectors
+plus one id each (HNSW adds its links).
 
 Torch-free: the runtime imports this module only for indexed bundles, and faiss only then.
 """
