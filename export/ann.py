@@ -25,8 +25,9 @@ gets a 0 there (faiss's RemapDimensionsTransform, stored in the same file, so th
 the plain query); then ``|q' - x'|^2 = |q|^2 + R^2 - 2 q.x``, and the nearest rows are exactly the
 rows of largest inner product, while k-means, the list choice and the search use one metric. On
 the grown Beauty catalogs: at 1M items, nlist 4,000, nprobe 32, the export gate's recall@10 went
-from 0.935 (inner-product IVF, refused) to 0.999; at 100k, nprobe 32, from 0.994 to 0.999 at about the
-same speed, 56 vs 61 us per query (benchmarks/results/ann-choice-ivf.json, README "Large catalogs").
+from 0.935 (inner-product IVF, refused) to 0.999; at 100k, nprobe 32, from 0.994 to 0.999 at
+about the same speed, 56 vs 61 us per query (benchmarks/results/ann-choice-ivf.json, README
+"Large catalogs").
 
 Why ``ivf`` (nlist 4 x sqrt(n), nprobe 32) for large catalogs rather than ``hnsw``: at batch 1 an
 IVF query scans nprobe / nlist of the table, ~8,000 rows at 1M items, in one SIMD pass over

@@ -117,8 +117,9 @@ def test_ivf_searches_the_l2_transform_and_reads_inner_product_ivf_files(bundles
     old = tmp_path / "ip-ivf"
     shutil.copytree(bundles["ivf"], old)
     x = np.ascontiguousarray(np.load(old / contract.TABLE_FILE)[2:])
-    for index, error in ((faiss.IndexIVFFlat(faiss.IndexFlatIP(x.shape[1]), x.shape[1], 8, faiss.METRIC_INNER_PRODUCT), None),
-                         (faiss.IndexIVFFlat(faiss.IndexFlatL2(x.shape[1]), x.shape[1], 8, faiss.METRIC_L2), "does not rank by inner product")):
+    d = x.shape[1]
+    for index, error in ((faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, 8, faiss.METRIC_INNER_PRODUCT), None),
+                         (faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, 8, faiss.METRIC_L2), "does not rank by inner")):
         index.train(x)
         index.add(x)
         faiss.write_index(index, str(old / contract.INDEX_FILE))
