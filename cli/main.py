@@ -19,6 +19,7 @@ COMMANDS = [
     ("streamrec.cli.worker_cmd", "worker"),
     ("streamrec.cli.replay_cmd", "replay"),
     ("streamrec.cli.live_cmd", "evaluate-live"),
+    ("streamrec.cli.promote_cmd", "promote"),
     ("streamrec.cli.demo_cmd", "demo"),
 ]
 

@@ -59,7 +59,7 @@ class Sequencer:
         self.drain = drain  # waits until every admitted event is finished (the worker's pipeline)
         self.guard = PartitionGuard()
         self._finished: dict[Any, int | None] = {}  # cache of the table, for one consumer generation
-        self._warm: dict[Any, int] = {}  # the same for warm-up ends
+        self._stored: dict[bytes, bytes | None] = {}  # the same for other per-partition records (stored())
         self._admitted: dict[Any, int] = {}  # partition -> last offset admitted (finished or in flight)
         self._generation = -1
         self._last_seen: dict[Any, float] = {}  # partition -> monotonic time its last record arrived
@@ -68,12 +68,7 @@ class Sequencer:
     def finished(self, tp: Any) -> int | None:
         """The last offset finished in input partition ``tp`` (None before its first record). Cached
         per consumer generation: a rebalance may move partitions, whose tables are then recovered."""
-        if self._generation != self.app.consumer_generation_id:
-            self._generation = self.app.consumer_generation_id
-            self._finished.clear()
-            self._warm.clear()
-            self._admitted.clear()
-            self.guard.forget()
+        self._check_generation()
         if tp not in self._finished:
             blob = self.table.get(key_of(tp))
             self._finished[tp] = int.from_bytes(blob, "little", signed=True) if blob else None
@@ -81,13 +76,26 @@ class Sequencer:
 
     def warm_end(self, tp: Any) -> int:
         """The offset before which ``tp``'s records are a warm-up's (stepped, not published;
-        ``streams/warm.py``), -1 without a warm-up. From the table, cached like ``finished``."""
-        self.finished(tp)  # a new consumer generation clears the caches
-        end = self._warm.get(tp)
-        if end is None:
-            blob = self.table.get(warm_key(tp.topic, tp.partition))
-            end = self._warm[tp] = int.from_bytes(blob, "little", signed=True) if blob else -1
-        return end
+        ``streams/warm.py``), -1 without a warm-up."""
+        blob = self.stored(warm_key(tp.topic, tp.partition))
+        return int.from_bytes(blob, "little", signed=True) if blob else -1
+
+    def stored(self, key: bytes) -> bytes | None:
+        """A value of the table's per-partition records (warm-up ends, routes: keys under the progress
+        prefix), read once per consumer generation like ``finished``."""
+        self._check_generation()
+        if key not in self._stored:
+            self._stored[key] = self.table.get(key)
+        return self._stored[key]
+
+    def _check_generation(self) -> None:
+        """Forget what was read of the table in an earlier consumer generation."""
+        if self._generation != self.app.consumer_generation_id:
+            self._generation = self.app.consumer_generation_id
+            self._finished.clear()
+            self._stored.clear()
+            self._admitted.clear()
+            self.guard.forget()
 
     def position(self, tp: Any) -> int | None:
         """The last offset admitted in ``tp``: finished, or with its writes still in flight."""

@@ -68,6 +68,7 @@ from streamrec.streams.logic import DUPLICATE, REDELIVERED
 from streamrec.streams.metrics import WorkerMetrics
 from streamrec.streams.partitioner import KeyPartitioner
 from streamrec.streams.pipeline import Pipeline
+from streamrec.streams.route import decode_routes, route_key, routed
 from streamrec.streams.progress import APPLY, REPLAYED, REWIND
 from streamrec.streams.security import faust_credentials
 from streamrec.streams.sequencer import Sequencer
@@ -305,6 +306,10 @@ class Worker:
             self.stepping = set()
         self.step_s = seconds if self.step_s >= 1.0 else 0.9 * self.step_s + 0.1 * seconds
         plan = silence(plan, self._warming(records))
+        routes = {tp: decode_routes(self.sequencer.stored(route_key(tp.topic, tp.partition)))
+                  for tp in {r.tp for r in records}}
+        if any(routes.values()):  # after a promote or rollback (streams/route.py)
+            plan.outputs = routed(plan.outputs, records, routes, self.config.output_topic)
         self.metrics.batch_seconds.observe(seconds)
         if plan.event_times:
             self.metrics.freshness.observe_many((now - np.asarray(plan.event_times, dtype=np.float64)) / 1000)
