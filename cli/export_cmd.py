@@ -19,11 +19,13 @@ in the manifest) returns --candidates items, which are re-scored exactly; the wo
 same top-(k+m) lists as from a full scan, as long as the index finds them. Export measures that:
 on states stepped from the recorded sequences, recall@10 and recall@(k+m) of the indexed lists
 against the exact scan go into the manifest, and a recall@10 below --min-recall writes nothing.
-Kinds: hnsw (--hnsw-m, --ef-construction, --ef-search), ivf (--nlist, --nprobe), flat (exhaustive).
+Kinds: ivf (--nlist, --nprobe; the choice for large catalogs: at 1M items 4,300 events/s at batch 1
+against 53 for the full scan, recall@10 0.998; README "Large catalogs"), hnsw (--hnsw-m,
+--ef-construction, --ef-search; slower here), flat (exhaustive, for checks).
 
 examples:
   streamrec export --model runs/beauty --out bundles/beauty --k 20 --m 50
-  streamrec export --model runs/shop --out bundles/shop --index hnsw --ef-search 128
+  streamrec export --model runs/shop --out bundles/shop --index ivf                (nlist 4 x sqrt(items), nprobe 32)
 """
 
 
