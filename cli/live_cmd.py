@@ -29,7 +29,9 @@ without a data set (--since WHEN instead of --data/--format): the events come fr
 topics themselves (up to their ends when the read starts), so live traffic that no replay named
 can be scored, e.g. a shadow beside the serving worker in production. The same rule with
 T = WHEN: every event whose ts is at/after WHEN, of a user with an event before it in the topics,
-is a target, scored against the list the worker published for that user just before it. When
+is a target, scored against the list the worker published for that user just before it; only
+the events at/after WHEN are waited for (a shadow started with --warm-from publishes nothing for
+the events before its start: compare it with a WHEN after its start). When
 the topics hold every user's whole history (a replay into fresh topics), the figures equal the
 bundles evaluated offline over the same events with that T (--compare-offline); on production
 topics the states also hold events older than the topics keep, and the figures are the model's
@@ -192,8 +194,9 @@ def read(args: argparse.Namespace, topics, security, bundle, shadow):
             raise CliError(str(exc)) from None
         expected = [event_id(u, p) for u, p in sp.test]
     say = (lambda s: print(f"[evaluate-live] {s}", file=sys.stderr, flush=True))
-    log = LiveLog(expected)
-    shadow_log = LiveLog(expected) if shadow is not None else None
+    awaited = None if since is None else (lambda rec: rec.ts >= since)  # --since: the targets' time only
+    log = LiveLog(expected, awaited)
+    shadow_log = LiveLog(expected, awaited) if shadow is not None else None
     lanes = [] if shadow_log is None else [Lane(args.shadow_topic, args.shadow_dlq_topic or topics.dlq, shadow_log)]
     try:
         collect(args.brokers, topics, log, timeout=args.timeout, progress=not args.no_progress, say=say,

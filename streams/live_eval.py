@@ -88,9 +88,12 @@ def parse_output(partition: int, offset: int, timestamp: int, value: bytes | Non
 
 class LiveLog:
     """Every record read so far, indexed for matching; ``done`` once every expected event id and
-    every input read has its answer (an output or a dead letter)."""
+    every input read has its answer (an output or a dead letter). ``awaited(rec)``: which inputs
+    must be answered for that (default all; ``--since`` waits for the events at/after its time
+    only: a shadow warmed up with ``--warm-from`` never answers the ones before its start)."""
 
-    def __init__(self, expected: Iterable[str] = ()):
+    def __init__(self, expected: Iterable[str] = (), awaited: Callable[[InputRecord], bool] | None = None):
+        self.awaited = awaited
         self.inputs: dict[Coords, InputRecord] = {}
         self.by_id: dict[str, Coords] = {}  # event id -> coordinates of its first copy
         self.outputs: dict[Coords, OutputRecord] = {}  # source -> first output
@@ -126,7 +129,8 @@ class LiveLog:
                 return
             self.by_id[rec.event_id] = rec.coords
             self.missing.discard(rec.event_id)
-        self.unanswered.add(rec.coords)
+        if self.awaited is None or self.awaited(rec):
+            self.unanswered.add(rec.coords)
         if self._answered(rec.coords):
             self._on_answer(rec.coords)
 

@@ -4,6 +4,8 @@
 served, e.g. production events that no ``streamrec replay`` named: ``live_eval.collect`` reads the
 input topics up to their ends at the start of the read (``upto_now``), and
 
+- only the events at/after T have to be answered (``LiveLog.awaited``): a shadow warmed up with
+  ``--warm-from`` publishes nothing for the events before its start;
 - ``relabel`` turns every input event read (first copies; an event id repeated by its producer is
   dropped by the worker, and here) into an ``Interaction`` and names it as a replay would,
   ``<user>:<index in the user's time-sorted history read>``, so the usual matching applies;
@@ -62,7 +64,7 @@ def relabel(log: LiveLog, kind_of: Callable[[str], str]) -> tuple[LiveLog, list[
         r = log.inputs[c]
         events.append(Interaction(r.user_id, r.item_id, r.event_type or kind_of(c[0]), r.ts))
         per_user.setdefault(r.user_id, []).append((r.ts, r))
-    out = LiveLog()
+    out = LiveLog(awaited=log.awaited)
     for user, recs in per_user.items():
         recs.sort(key=lambda x: x[0])  # stable, as model.events.by_user
         for index, (_, r) in enumerate(recs):

@@ -412,6 +412,27 @@ def test_an_event_id_its_producer_repeated_is_not_a_target_twice(bundle, synthet
     assert len(events) == len(synthetic) and relabelled.done
 
 
+def test_since_waits_only_for_the_events_at_or_after_its_time(bundle, synthetic):
+    """A shadow warmed up with --warm-from answered nothing before its start: not waited for."""
+    from streamrec.streams.live_stream import relabel, stream_split
+
+    log = simulate(bundle, synthetic)
+    since = float(np.percentile([e.ts for e in synthetic], 95))
+    warm = LiveLog(awaited=lambda rec: rec.ts >= since)
+    for rec in without_ids(log).inputs.values():
+        warm.add_input(rec)
+    for outs in log.user_outputs.values():
+        for o in outs:
+            if log.inputs[o.source].ts >= since:  # published only after the warm-up
+                warm.add_output(o)
+    assert warm.done and len(warm.outputs) < len(log.inputs)
+    relabelled, events = relabel(warm, lambda topic: "click")
+    assert relabelled.done
+    report = build_report(relabelled, stream_split(events, since), bundle.items, bundle.k, bundle.version)
+    assert report["complete"] and report["counts"]["inputs_unanswered"] == 0
+    assert report["counts"]["targets_without_list"] > 0  # each user's first event after the start: no list yet
+
+
 def test_since_parses_durations_times_and_epoch_ms():
     from streamrec.streams.live_stream import parse_since
 

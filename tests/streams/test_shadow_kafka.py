@@ -207,3 +207,59 @@ def test_a_shadow_answers_the_same_events_under_its_own_version_and_live_equals_
     single = json.loads(alone.stdout)
     assert single["targets_from"] == "topics" and single["model_version"] == v2
     assert single["metrics"] == by_topics["reports"]["shadow"]["metrics"]
+
+
+def test_a_warm_shadow_started_later_is_compared_on_the_events_it_answered(kafka_broker, bundle_dir,
+                                                                           shadow_bundle_dir, tmp_path):
+    """The runbook's other start: the shadow comes up after the serving worker has answered the first
+    events and warms up on them (`--warm-from earliest`) without publishing; `--since` at its start then
+    compares the two on the targets both answered, each equal to its bundle stepped offline over the
+    users' whole histories (so the warmed states are exact)."""
+    broker = kafka_broker.bootstrap
+    serving_bundle, shadow_bundle = Bundle.load(bundle_dir), Bundle.load(shadow_bundle_dir)
+    names = Names()
+    topics = Topics(names.clicks, names.browses, names.recs, names.dlq)
+    shadow_topic, shadow_dlq = f"{names.recs}.shadow", f"{names.dlq}.shadow"
+    events = one_topic_per_user(150, seed=0)
+    n = len(events)
+    messages = plan(events, topics)
+    cut = messages[int(0.7 * n)].ts
+    first = [m for m in messages if m.ts < cut]
+
+    serving = start_worker(broker, bundle_dir, names, tmp_path / "serving")
+    shadow = None
+    try:
+        serving.wait_ready()
+        send(broker, topics, first)
+        read(broker, names.recs, len(first))
+        shadow = start_worker(broker, shadow_bundle_dir, names, tmp_path / "shadow", "--output-topic", shadow_topic,
+                              "--dlq-topic", shadow_dlq, "--app-id", f"{names.app}-shadow", "--warm-from", "earliest")
+        shadow.wait_ready()
+        send(broker, topics, plan(events, topics, from_ts=cut))
+        read(broker, names.recs, n)
+        shadow_recs = read(broker, shadow_topic, n - len(first))
+        status, cmp = compare(broker, names, shadow_topic, shadow_dlq, f"since:{cut}", bundle_dir, shadow_bundle_dir,
+                              tmp_path / "since", timeout=30)
+    finally:
+        for w in (serving, shadow):
+            if w is not None and w.proc.poll() is None:
+                w.stop()
+
+    # the warm-up published nothing: the shadow answered the events after its start, once each
+    assert len(shadow_recs) == n - len(first)
+    assert {json.loads(r.value)["model_version"] for r in shadow_recs} == {shadow_bundle.version}
+    assert status == 0 and cmp["complete"]
+    assert cmp["events"]["both"] == n - len(first) and cmp["events"]["only_serving"] == len(first)
+    # targets: every event at/after the cut of a user with an earlier event; compared: those the shadow
+    # had already answered the user before (all but each user's first event after the cut)
+    sequences = by_user(events)
+    targets = [(u, i) for u, seq in sequences.items() if seq[0].ts < cut for i in range(len(seq)) if seq[i].ts >= cut]
+    compared = np.array([i > 0 and sequences[u][i - 1].ts >= cut for u, i in targets])
+    assert cmp["targets"]["total"] == len(targets) and cmp["targets"]["both"] == int(compared.sum()) > 100
+    assert cmp["targets"]["only_serving"] == len(targets) - int(compared.sum())
+    for b, side in ((serving_bundle, "serving"), (shadow_bundle, "shadow")):
+        encoded = encode_all(sequences, b.items, b.types)
+        ranks = bundle_ranks(b, encoded, build_targets(encoded, targets, b.manifest.m))
+        ref = summarize(ranks[compared], None, (10,))
+        for key in METRICS:
+            assert cmp["metrics"][side][key] == pytest.approx(ref[key], abs=TOL), (side, key)
