@@ -17,7 +17,7 @@ from streamrec.model.prepare import Prepared, prepare
 from streamrec.model.splits import split, summary, training_events
 from streamrec.model.encode import Encoded
 from streamrec.model.train import TrainConfig, evaluate_model, fit, parity_sample, refit
-from streamrec.model.warm import grown_config
+from streamrec.model.warm import grown_config, require_extension
 
 
 def train(events: list[Interaction], protocol: str, out_dir: str | Path, model_kw: dict | None = None,
@@ -41,6 +41,8 @@ def train(events: list[Interaction], protocol: str, out_dir: str | Path, model_k
         seen = training_events(split(events, protocol))
         p = prepare(events, protocol, items=init_from.items.extended(e.item_id for e in seen),
                     types=init_from.types.extended(e.event_type for e in seen))
+        require_extension(init_from.items, p.items, "item")
+        require_extension(init_from.types, p.types, "event type")
         cfg = grown_config(init_from.model.cfg, len(p.items), len(p.types))
     # loo-full: once validation has chosen the epoch, fine-tune on the validation targets too
     # (the test inputs hold them); temporal: see refit below

@@ -17,6 +17,19 @@ ITEM_ROWS = ("item_emb.weight", "fo_in.weight", "fo_out.weight", "bias", "succ_i
 TYPE_ROWS = ("type_emb.weight",)
 
 
+def require_extension(old, new, what: str) -> None:
+    """Refuse a vocabulary ``new`` that is not ``old`` plus new ids (``Vocab.extends``): the earlier
+    model's rows would then belong to other ids. ``streamrec train --init-from`` builds the new one
+    by extension; this keeps any other path to ``grow`` from mixing up rows silently."""
+    if not new.extends(old):
+        n = len(old.ids)
+        moved = next((i for i, (a, b) in enumerate(zip(old.ids, new.ids[:n])) if a != b), min(n, len(new.ids)))
+        found = new.ids[moved] if moved < len(new.ids) else "nothing"
+        raise ValueError(f"the {what} vocabulary is not an extension of the checkpoint's: its id #{moved + 1} is "
+                         f"{found!r}, the checkpoint's {old.ids[moved]!r} (an incremental model keeps every earlier "
+                         "id at its index and only adds ids after them)")
+
+
 def grown_config(old: LSTMConfig, n_items: int, n_event_types: int) -> LSTMConfig:
     """The earlier model's config for the grown vocabularies (refuses a shrunk one)."""
     if n_items < old.n_items or n_event_types < old.n_event_types:

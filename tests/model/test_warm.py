@@ -16,7 +16,7 @@ from streamrec.model.lstm import LSTMConfig, LSTMRecommender
 from streamrec.model.pipeline import train
 from streamrec.model.train import TrainConfig
 from streamrec.model.vocab import Vocab
-from streamrec.model.warm import grow, grown_config
+from streamrec.model.warm import grow, grown_config, require_extension
 from tests.factories import small_events, train_small
 
 
@@ -27,6 +27,11 @@ def test_extended_keeps_every_index_and_adds_by_frequency() -> None:
     assert all(new.index(t) == old.index(t) for t in old.ids)
     assert old.extended([]) == old and old.extended(["q"], min_count=2) == old
     assert not Vocab(["b", "a", "c", "d"]).extends(old)  # same ids, another order: not an extension
+    require_extension(old, new, "item")  # an extension passes
+    with pytest.raises(ValueError, match=r"item vocabulary is not an extension.*id #1 is 'b', the checkpoint's 'a'"):
+        require_extension(old, Vocab(["b", "a", "c", "d"]), "item")
+    with pytest.raises(ValueError, match=r"id #3 is 'nothing'"):
+        require_extension(old, Vocab(["a", "b"]), "item")
 
 
 def test_grow_copies_the_old_rows_and_keeps_fresh_ones_for_new_items() -> None:
