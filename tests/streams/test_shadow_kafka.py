@@ -34,6 +34,7 @@ pytestmark = pytest.mark.kafka  # ~35 s on this machine: not slow
 
 METRICS = ("HR@10", "NDCG@10", "MRR@10")
 TOL = 5e-5  # live lists carry float32 scores through JSON: as tests/streams/test_live_eval.py
+START_S = 180.0  # a worker's start: ~5 s here, once 93 s on the shared machine (its cause not found)
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +104,8 @@ def test_a_shadow_answers_the_same_events_under_its_own_version_and_live_equals_
     serving = start_worker(broker, bundle_dir, names, tmp_path / "serving")
     shadow = start_worker(broker, shadow_bundle_dir, names, tmp_path / "shadow", *shadow_args)
     try:
-        serving.wait_ready()
-        shadow.wait_ready()
+        serving.wait_ready(START_S)
+        shadow.wait_ready(START_S)
         sent = send(broker, topics, first)
         read(broker, shadow_topic, len(first))  # the shadow answered the first phase ...
         shadow.proc.kill()  # ... and crashes
@@ -140,7 +141,7 @@ def test_a_shadow_answers_the_same_events_under_its_own_version_and_live_equals_
 
         # the shadow restarts on its own state and catches up
         shadow = start_worker(broker, shadow_bundle_dir, names, tmp_path / "shadow", *shadow_args)
-        shadow.wait_ready()
+        shadow.wait_ready(START_S)
         shadow_recs = read(broker, shadow_topic, n)
         status, cmp = compare(broker, names, shadow_topic, shadow_dlq, data, bundle_dir, shadow_bundle_dir,
                               tmp_path / "up", timeout=30)
@@ -229,12 +230,12 @@ def test_a_warm_shadow_started_later_is_compared_on_the_events_it_answered(kafka
     serving = start_worker(broker, bundle_dir, names, tmp_path / "serving")
     shadow = None
     try:
-        serving.wait_ready()
+        serving.wait_ready(START_S)
         send(broker, topics, first)
         read(broker, names.recs, len(first))
         shadow = start_worker(broker, shadow_bundle_dir, names, tmp_path / "shadow", "--output-topic", shadow_topic,
                               "--dlq-topic", shadow_dlq, "--app-id", f"{names.app}-shadow", "--warm-from", "earliest")
-        shadow.wait_ready()
+        shadow.wait_ready(START_S)
         send(broker, topics, plan(events, topics, from_ts=cut))
         read(broker, names.recs, n)
         shadow_recs = read(broker, shadow_topic, n - len(first))
