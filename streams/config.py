@@ -153,27 +153,27 @@ def parse_duration(name: str, text: str) -> float:
     return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
-_EPOCH_MS = re.compile(r"^\d{11,14}$")
+_EPOCH_MS = re.compile(r"^\d{11,}$")
 
 
-def parse_since(text: str, now_ms: int) -> int:
-    """The warm-up's start time (epoch ms) from a duration back from now (``7d``, ``36h``, ``90m``), an
-    ISO 8601 time (``2026-12-01T00:00:00Z``; without a zone: UTC), epoch milliseconds, or ``earliest``
-    (0: everything the topics keep)."""
+def parse_since(text: str, now_ms: int, name: str = "--warm-from/STREAMREC_WARM_FROM") -> int:
+    """A point in time (epoch ms) from a duration back from now (``7d``, ``36h``, ``90m``), an ISO 8601
+    time (``2026-12-01T00:00:00Z``; without a zone: UTC), epoch milliseconds (11 digits or more), or
+    ``earliest`` (0: everything the topics keep). ``ConfigError`` naming ``name`` (the flag) otherwise."""
     text = text.strip()
     if text.lower() == "earliest":
         return 0
     if _EPOCH_MS.match(text):
         return int(text)
     try:
-        return now_ms - int(1000 * parse_duration("--warm-from", text))
+        return now_ms - int(1000 * parse_duration(name, text))
     except ConfigError:
         pass
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"--warm-from/STREAMREC_WARM_FROM: {text!r} is neither a duration back from now (7d, 36h, "
-                          "90m), an ISO 8601 time (2026-12-01T00:00:00Z) nor epoch milliseconds") from None
+        raise ConfigError(f"{name}: {text!r} is neither a duration back from now (7d, 36h, 90m), an ISO 8601 time "
+                          "(2026-12-01T00:00:00Z), epoch milliseconds nor earliest") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return int(moment.timestamp() * 1000)

@@ -23,34 +23,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 
 from streamrec.model.events import Interaction, by_user
 from streamrec.model.splits import Split, _prefix_before, _targets
-from streamrec.streams.config import ConfigError, parse_duration
+from streamrec.streams.config import parse_since as config_parse_since
 from streamrec.streams.live_eval import InputRecord, LiveLog
 from streamrec.streams.replay import event_id
 
 
 def parse_since(text: str, now_ms: int | None = None) -> int:
-    """T in epoch ms from a duration back from now (``2h``, ``90m``, ``7d``), an ISO 8601 time
-    (``2026-12-01T00:00:00Z``; without a zone: UTC) or epoch milliseconds (11 digits or more)."""
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    text = text.strip()
-    if text.isdigit() and len(text) >= 11:
-        return int(text)
-    try:
-        return now_ms - int(1000 * parse_duration("--since", text))
-    except ConfigError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"--since {text!r}: neither a duration back from now (2h, 90m, 7d), an ISO 8601 time "
-                         "(2026-12-01T00:00:00Z) nor epoch milliseconds") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1000)
+    """T in epoch ms for ``--since`` (``streams.config.parse_since``: a duration back from now such as
+    ``2h``, an ISO 8601 time, epoch milliseconds); ``ValueError`` naming the flag otherwise."""
+    return config_parse_since(text, int(time.time() * 1000) if now_ms is None else now_ms, "--since")
 
 
 def relabel(log: LiveLog, kind_of: Callable[[str], str]) -> tuple[LiveLog, list[Interaction]]:
