@@ -59,9 +59,17 @@ def top_k(items: np.ndarray | Sequence[int], scores: np.ndarray | Sequence[float
     skip = set(seen)
     items = items.tolist() if isinstance(items, np.ndarray) else items
     scores = scores.tolist() if isinstance(scores, np.ndarray) else scores
-    keep = [j for j, item in enumerate(items) if item not in skip]
-    del keep[max(k, 0):]
-    return [items[j] for j in keep], [scores[j] for j in keep]
+    out_items: list[int] = []
+    out_scores: list[float] = []
+    if k <= 0:
+        return out_items, out_scores
+    for item, score in zip(items, scores):  # stops at k: ~k + a few of the k+m entries are looked at
+        if item not in skip:
+            out_items.append(item)
+            out_scores.append(score)
+            if len(out_items) == k:
+                break
+    return out_items, out_scores
 
 
 #: Rows of one ONNX call at most: a wave wider than this is stepped in several calls. Per event, the

@@ -154,3 +154,13 @@ def test_k_override_and_bad_arguments(bundle: Bundle) -> None:
         process(bundle, [None, None], [e])
     with pytest.raises(ValueError, match="source slot"):
         process(bundle, [None], [e], positions=[(2, 0)])
+
+
+def test_top_k_keeps_the_first_k_unseen_in_list_order() -> None:
+    from streamrec.streams.logic import top_k
+
+    items, scores = np.array([7, 3, 9, 4, 5]), np.array([0.9, 0.8, 0.7, 0.6, 0.5], dtype=np.float32)
+    assert top_k(items, scores, (3, 4), 2) == ([7, 9], [pytest.approx(0.9), pytest.approx(0.7)])
+    assert top_k([7, 3, 9], [3.0, 2.0, 1.0], (7, 3, 9), 2) == ([], [])  # everything seen
+    assert top_k([7, 3, 9], [3.0, 2.0, 1.0], (), 5) == ([7, 3, 9], [3.0, 2.0, 1.0])  # fewer than k
+    assert top_k([7, 3, 9], [3.0, 2.0, 1.0], (), 0) == ([], [])
