@@ -10,7 +10,8 @@ An event's way through the code, one micro-batch at a time (``_consume`` -> ``_h
     fetch loop (faust_adapter) -> Inbox -> take a batch (--batch-max, --batch-wait)
       -> sequence (Sequencer.admit: each input partition contiguous)
       -> read the users' states (RocksDB, or the pending ones not yet stored)
-      -> plan (streams.batch.plan_batch: decode, step in waves, encode)
+      -> plan (streams.batch.plan_batch: decode, step in waves, encode; streams.gate: what of it is
+         published, and where, during a warm-up and after a promote)
       -> publish (Outbox: batched sends; exactly-once: in each source partition's transaction)
       -> complete (Pipeline, in arrival order: wait for delivery; exactly-once: acknowledge every
          record to Faust; at-least-once: send states and progress to the changelog, and once Kafka
@@ -35,9 +36,10 @@ Contract (``streams/codec.py`` has the message formats):
   keys ``b"\\x00progress\\x00<topic>:<partition>"``, the last offset finished in each input
   partition (``streams/sequencer.py``).
 - at-least-once (default): a state is written only once the recommendations of its events are
-  acknowledged by Kafka, and stored locally (and its records acknowledged to Faust, so their offsets
-  can be committed) only once Kafka acknowledged its changelog write; a crash replays events since the last commit, and the state's per-topic
-  offsets and recent event ids skip what it already holds. Exactly-once: Kafka transactions, one
+  acknowledged by Kafka, and stored locally (and its records acknowledged to Faust, so their
+  offsets can be committed) only once Kafka acknowledged its changelog write; a crash replays
+  events since the last commit, and the state's per-topic offsets and recent event ids skip what
+  it already holds. Exactly-once: Kafka transactions, one
   per input partition (consumers read with ``isolation.level=read_committed``).
 """
 from __future__ import annotations
@@ -60,15 +62,15 @@ from streamrec.export import contract
 from streamrec.export.manifest import Manifest
 from streamrec.export.runtime import Bundle
 from streamrec.streams import faust_adapter, views, warm
-from streamrec.streams.batch import EMITTED, WARMED, Plan, Rules, plan_batch, silence
+from streamrec.streams.batch import EMITTED, WARMED, Plan, Rules, plan_batch
 from streamrec.streams.config import ConfigError, WorkerConfig, parse_since
 from streamrec.streams.expiry import expire_idle_states
+from streamrec.streams.gate import OutputGate
 from streamrec.streams.inbox import Inbox
 from streamrec.streams.logic import DUPLICATE, REDELIVERED
 from streamrec.streams.metrics import WorkerMetrics
 from streamrec.streams.partitioner import KeyPartitioner
 from streamrec.streams.pipeline import Pipeline
-from streamrec.streams.route import decode_routes, route_key, routed
 from streamrec.streams.progress import APPLY, REPLAYED, REWIND
 from streamrec.streams.security import faust_credentials
 from streamrec.streams.sequencer import Sequencer
@@ -143,8 +145,6 @@ class Worker:
         # At-least-once: user key -> packed state whose events' recommendations Kafka has not acknowledged
         # yet; the table gets it only then, the user's next events read it from here.
         self.pending: dict[bytes, bytes] = {}
-        self._warm_logged = 0.0  # monotonic time of the last warm-up progress line
-        self._warmed: set[Any] = set()  # input partitions whose warm-up this process saw end
         # At-least-once: the last batch's _store_when_written (each awaits the one before: stored in order)
         self._stored: asyncio.Future[bool] | None = None
         self.http_refusals: dict[str, int] = {}  # reason -> HTTP requests answered 503 for it (streams/views.py)
@@ -158,6 +158,7 @@ class Worker:
         self.in_flight = 0  # events whose batch is stepped and not yet completed
         self._room = asyncio.Event()  # set when in_flight drops
         self.sequencer = Sequencer(app, self.states, self.counts, self.slots, drain=self._drain)
+        self.gate = OutputGate(self.sequencer, config.output_topic, self.counts)
         self.partitioner = KeyPartitioner()
         self.running_marker = config.data_dir / "streamrec.running"  # exists while a worker runs on this data dir
         self._prepared = False
@@ -305,34 +306,12 @@ class Worker:
         finally:
             self.stepping = set()
         self.step_s = seconds if self.step_s >= 1.0 else 0.9 * self.step_s + 0.1 * seconds
-        plan = silence(plan, self._warming(records))
-        routes = {tp: decode_routes(self.sequencer.stored(route_key(tp.topic, tp.partition)))
-                  for tp in {r.tp for r in records}}
-        if any(routes.values()):  # after a promote or rollback (streams/route.py)
-            plan.outputs = routed(plan.outputs, records, routes, self.config.output_topic)
+        plan = self.gate.shape(plan, records)  # warm-up and promote/rollback (streams/gate.py)
         self.metrics.batch_seconds.observe(seconds)
         if plan.event_times:
             self.metrics.freshness.observe_many((now - np.asarray(plan.event_times, dtype=np.float64)) / 1000)
         self.stream_time = max(self.stream_time, plan.stream_time)
         return plan
-
-    def _warming(self, records: list[Any]) -> set[int]:
-        """Indices of ``records`` that belong to a warm-up (``streams/warm.py``): stepped, not published."""
-        ends = {tp: self.sequencer.warm_end(tp) for tp in {r.tp for r in records}}
-        if all(end < 0 for end in ends.values()):
-            return set()
-        quiet = {i for i, r in enumerate(records) if r.offset < ends[r.tp]}
-        for tp, end in ends.items():
-            if end >= 0 and tp not in self._warmed and any(r.tp == tp and r.offset >= end - 1 for r in records):
-                self._warmed.add(tp)
-                log.info("warm-up of %s:%d done at offset %d (%d events stepped without publishing in all so far): "
-                         "serving its events from here", tp.topic, tp.partition, end, self.counts["warmed"])
-        if quiet and time.monotonic() - self._warm_logged > 10:
-            self._warm_logged = time.monotonic()
-            log.info("warming up: %d events stepped without publishing so far; now at %s", self.counts["warmed"],
-                     ", ".join(f"{tp.topic}:{tp.partition}@{max(r.offset for r in records if r.tp == tp)}/{end}"
-                               for tp, end in sorted(ends.items()) if end >= 0))
-        return quiet
 
     def prepare_warm(self) -> WarmPlan | None:
         """With ``--warm-from``, before Faust starts: plan the warm-up of a consumer group that never
