@@ -113,7 +113,11 @@ def sasl_listener(sasl_port: int) -> dict[str, str]:
 
 
 class Reader:
-    """Reads a topic from the beginning, all partitions, incrementally."""
+    """Reads a topic from the beginning, all partitions, incrementally.
+
+    A record whose (partition, offset) it already holds is not kept again: Kafka gives every record
+    one offset, so a second copy at the same offset is the client reading it twice, never a second
+    record a worker wrote (``repeats`` counts them, so a test can show it)."""
 
     def __init__(self, broker: str, topic: str, **kw: object) -> None:
         self.consumer = KafkaConsumer(bootstrap_servers=broker, group_id=None, enable_auto_commit=False, **kw)
@@ -125,12 +129,19 @@ class Reader:
         self.consumer.assign(tps)
         self.consumer.seek_to_beginning(*tps)
         self.records: list = []
+        self.repeats = 0
+        self._next: dict[int, int] = {}  # partition -> the offset after the last record kept
 
     def read_until(self, done: Callable[[list], bool], timeout: float = 90.0) -> list:
         deadline = time.monotonic() + timeout
         while not done(self.records) and time.monotonic() < deadline:
             for batch in self.consumer.poll(timeout_ms=300).values():
-                self.records.extend(batch)
+                for r in batch:
+                    if r.offset < self._next.get(r.partition, 0):
+                        self.repeats += 1
+                        continue
+                    self._next[r.partition] = r.offset + 1
+                    self.records.append(r)
         return self.records
 
     def close(self) -> None:
