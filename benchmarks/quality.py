@@ -5,6 +5,7 @@
     ./run python benchmarks/quality.py ml-100k yoochoose   # TEMPORAL-stream
     ./run python benchmarks/quality.py all --seeds 0 1 2
     ./run python benchmarks/quality.py beauty --rehearse --finetune 3   # validation-only rehearsal
+    ./run python benchmarks/quality.py ml-100k --threads 1 --model '{"attention": 20}' --tag att20
 
 Data sets are read from ../shared/data (or $STREAMREC_DATA). Prints a table per data set and
 writes benchmarks/results/quality-<name>.json with every figure (HR, NDCG, MRR, Precision,
@@ -14,12 +15,20 @@ F1 at 10/20, AUC) per model and seed, plus the training time.
 those of the real validation targets (the real test targets are never read): how the fine-tune
 on validation targets (``TrainConfig.finetune``), which validation can not judge, was chosen.
 It writes quality-<name>-rehearse.json.
+
+Under loo-full with a fine-tune, each run also reports the test figures of the model validation
+chose, before the fine-tune (``test_before_finetune``: the like-for-like figures, the same as a
+``--finetune 0`` run unless the time budget binds). ``--model`` / ``--train`` take JSON objects
+of LSTMConfig / TrainConfig fields for a variant; ``--tag`` names its results file
+(quality-<name>-<tag>.json), so that variants do not overwrite the defaults' file.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +47,10 @@ SETS = {
     "beauty": ("beauty/Beauty.txt", "sequences", "loo-full"),
     "ml-100k": ("ml-100k/ml-100k.inter", "recbole", "temporal"),
     "yoochoose": ("yoochoose-100k", "gru4rec", "temporal"),
+    # sessions as users: each session's last item is its test target, as session-based work does
+    "diginetica": ("diginetica-sample/sample_train-item-views.csv", "diginetica", "loo-full"),
+    # 43 long user histories with timestamps: every event after the cutoff is a target
+    "taobao": ("taobao-tiny/UserBehavior.csv", "taobao", "temporal"),
 }
 FINAL = {}  # the defaults of LSTMConfig: first-order term, item bias, LayerNorm
 ABLATION = {
@@ -53,12 +66,14 @@ def drop_last(events: list[Interaction]) -> list[Interaction]:
 
 
 def run_set(name: str, seeds: list[int], ablation: bool, budget: float, threads: int = 0,
-            rehearse: bool = False, overrides: dict | None = None) -> dict:
+            rehearse: bool = False, overrides: dict | None = None, model_kw: dict | None = None,
+            baselines: bool = True) -> dict:
     rel, fmt, protocol = SETS[name]
     events = load(DATA / rel, fmt)
     if rehearse:
         events = drop_last(events)
     variants = ABLATION if ablation else {"LSTM": FINAL}
+    variants = {k: {**v, **(model_kw or {})} for k, v in variants.items()}
     out: dict = {"data": name, "protocol": protocol, "rehearse": rehearse, "models": {}, "baselines": None}
     for label, kw in variants.items():
         runs = []
@@ -67,19 +82,29 @@ def run_set(name: str, seeds: list[int], ablation: bool, budget: float, threads:
                 t0 = time.monotonic()
                 doc = train(events, protocol, tmp, kw, TrainConfig(seed=seed, time_budget_s=budget, threads=threads,
                                                                     **(overrides or {})),
-                            {"name": name}, progress=True, with_baselines=out["baselines"] is None)
+                            {"name": name}, progress=True, with_baselines=baselines and out["baselines"] is None,
+                            test_before_finetune=True)
                 doc["model"]["train_seconds"] = round(time.monotonic() - t0, 1)
+                doc["model"]["fit_seconds"] = doc["train_seconds"]  # training alone (no test, no baselines)
                 doc["model"]["best_epoch"] = doc["best_valid"]["epoch"]
                 doc["model"]["finetune_epochs"] = doc["finetune_epochs"]
                 doc["model"]["valid_NDCG@10"] = doc["best_valid"].get("valid_NDCG@10")
                 doc["model"]["valid_HR@10"] = doc["best_valid"].get("valid_HR@10")
                 doc["model"]["train_config"] = doc["train_config"]
                 doc["model"]["config"] = doc["config"]
-            if out["baselines"] is None:
+                doc["model"]["valid_history"] = [
+                    {k: h[k] for k in ("epoch", "loss", "seconds", "lr", "valid_NDCG@10", "valid_HR@10") if k in h}
+                    for h in doc["history"]]
+                if "model_before_finetune" in doc:
+                    doc["model"]["test_before_finetune"] = doc["model_before_finetune"]
+            if out["baselines"] is None and "baselines" in doc:
                 out["baselines"] = doc["baselines"]
             runs.append(doc["model"])
         mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]
                 if isinstance(runs[0][k], (int, float)) and not isinstance(runs[0][k], bool)}
+        if all("test_before_finetune" in r for r in runs):
+            for k in ("NDCG@10", "HR@10"):
+                mean[f"{k} before finetune"] = float(np.mean([r["test_before_finetune"][k] for r in runs]))
         out["models"][label] = {"seeds": seeds, "runs": runs, "mean": mean}
     return out
 
@@ -97,21 +122,35 @@ def main() -> None:
                     help="override TrainConfig.finetune (loo-full fine-tune epochs on the validation targets)")
     ap.add_argument("--finetune-lr", type=float, default=None, metavar="SHARE",
                     help="override TrainConfig.finetune_lr (share of the learning rate)")
+    ap.add_argument("--model", type=json.loads, default={}, metavar="JSON",
+                    help='LSTMConfig fields for every variant, e.g. \'{"attention": 20}\'')
+    ap.add_argument("--train", type=json.loads, default={}, metavar="JSON",
+                    help='TrainConfig fields, e.g. \'{"epochs": 5, "patience": 2}\'')
+    ap.add_argument("--tag", default="", help="results file suffix: quality-<name>-<tag>.json")
+    ap.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     a = ap.parse_args()
     overrides = {k: v for k, v in (("finetune", a.finetune), ("finetune_lr", a.finetune_lr)) if v is not None}
+    overrides.update(a.train)
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
     for name in (list(SETS) if "all" in a.sets else a.sets):
-        res = run_set(name, a.seeds, a.ablation, a.budget, a.threads, a.rehearse, overrides)
+        res = run_set(name, a.seeds, a.ablation, a.budget, a.threads, a.rehearse, overrides, a.model,
+                      not a.no_baselines)
+        res["command"] = "benchmarks/quality.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
         rows = {f"{k} (mean of {len(v['seeds'])})": v["mean"] for k, v in res["models"].items()}
-        print(f"\n{name} ({res['protocol']})\n" + metrics_table({**rows, **res["baselines"]}))
-        print(metrics_table({**rows, **res["baselines"]}, ("Precision@10", "F1@10", "Precision@20", "F1@20", "AUC")))
+        base = res["baselines"] or {}
+        print(f"\n{name} ({res['protocol']})\n" + metrics_table({**rows, **base}))
+        print(metrics_table({**rows, **base}, ("Precision@10", "F1@10", "Precision@20", "F1@20", "AUC")))
         for label, v in res["models"].items():
             print(f"{label}: " + ", ".join(f"seed {sd}: NDCG@10 {r['NDCG@10']:.4f} HR@10 {r['HR@10']:.4f} "
-                                           f"(valid NDCG@10 {r['valid_NDCG@10']:.4f}; {r['train_seconds']:.0f} s, "
+                                           + (f"[before fine-tune: NDCG@10 {r['test_before_finetune']['NDCG@10']:.4f} "
+                                              f"HR@10 {r['test_before_finetune']['HR@10']:.4f}] "
+                                              if "test_before_finetune" in r else "")
+                                           + f"(valid NDCG@10 {r['valid_NDCG@10']:.4f} HR@10 {r['valid_HR@10']:.4f}; "
+                                           f"{r['train_seconds']:.0f} s, "
                                            f"best epoch {r['best_epoch']}, then {r['finetune_epochs']} fine-tune epochs)"
                                            for sd, r in zip(v["seeds"], v["runs"])))
-        suffix = "-rehearse" if a.rehearse else ""
+        suffix = ("-rehearse" if a.rehearse else "") + (f"-{a.tag}" if a.tag else "")
         (results / f"quality-{name}{suffix}.json").write_text(json.dumps(res, indent=2))
 
 

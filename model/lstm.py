@@ -7,13 +7,17 @@ adds the current item's own embedding through a learned map, so item-to-item tra
 scored as sharply as by a Markov chain. Scores cover the whole catalog by dot product with
 the (tied) item embeddings plus a per-item bias. Options: separate first-order in/out tables
 (``first_order_dim``) and a transition-count prior over each item's top successors in the
-training data, weighted by learned scalars (``transitions``).
+training data, weighted by learned scalars (``transitions``); attention over the user's last N
+distinct known items, the newest end of the window the serving state keeps for its seen filter
+(``attention``, NARM/STAMP-style: the query is the LSTM output, keys and values the items'
+embeddings; ``recent_windows`` builds the windows for training, serving passes its own).
 
 ``forward`` (training, fused ``nn.LSTM``) and ``step`` (serving, explicit gate arithmetic)
 are the same computation: tests/model/test_lstm.py proves T steps equal one forward over T.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -40,6 +44,10 @@ class LSTMConfig:
     # the training data (N = this), weighted by learned scalars and added to the scores
     cosine: float = 0.0  # > 0: score by cosine similarity of query and output item vectors times
     # this scale (the per-item bias still adds popularity); 0: plain dot product
+    attention: int = 0  # > 0: attend over the user's last N distinct known items (current one
+    # included, oldest first, PAD-padded on the left: the newest N of the serving seen window);
+    # the context, mapped into the scoring space, adds to the query. ``step`` then takes the
+    # window as an input. 0: off
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +74,10 @@ class LSTMRecommender(nn.Module):
             self.fo_out = nn.Embedding(cfg.n_items, cfg.first_order_dim, padding_idx=0)
             nn.init.normal_(self.fo_in.weight, std=0.05)
             nn.init.normal_(self.fo_out.weight, std=0.05)
+        if cfg.attention > 0:
+            self.att_q = nn.Linear(cfg.hidden, cfg.dim)  # LSTM output -> attention query
+            self.att_pos = nn.Parameter(torch.randn(cfg.attention, cfg.dim) * 0.05)  # per window slot
+            self.att_out = nn.Linear(cfg.dim, cfg.dim, bias=False)  # context -> scoring space
         self.norm = nn.LayerNorm(cfg.dim)
         self.bias = nn.Parameter(torch.zeros(cfg.n_items)) if cfg.item_bias else None
         if cfg.transitions > 0:
@@ -89,12 +101,33 @@ class LSTMRecommender(nn.Module):
     def _embed(self, items: Tensor, types: Tensor, gaps: Tensor) -> Tensor:
         return self.item_emb(items) + self.type_emb(types) + self.gap_emb(gaps)
 
-    def query(self, out: Tensor, items: Tensor) -> Tensor:
+    def attend(self, out: Tensor, window: Tensor) -> Tensor:
+        """Attention context [..., dim] from the (dropped-out) LSTM output [..., hidden] over the
+        items of ``window`` [..., N] (oldest first; PAD 0 and OOV 1 slots are ignored; an empty
+        window gives zeros). Keys: item embedding + a learned vector per window slot; values:
+        item embeddings."""
+        emb = self.item_emb(window)  # [..., N, dim]
+        keys = emb + self.att_pos
+        a = self.att_q(out).unsqueeze(-1)  # [..., dim, 1]
+        logits = (keys @ a).squeeze(-1) * (1.0 / math.sqrt(self.cfg.dim))  # [..., N]
+        live = window > 1
+        logits = torch.where(live, logits, torch.full_like(logits, -1e9))
+        w = torch.softmax(logits, dim=-1) * live.to(logits.dtype)
+        ctx = (w.unsqueeze(-2) @ self.drop(emb)).squeeze(-2)  # [..., dim]
+        return self.att_out(ctx)
+
+    def query(self, out: Tensor, items: Tensor, window: Tensor | None = None) -> Tensor:
         """Scoring-space vector from the LSTM output and the current item (any leading dims):
-        [..., dim], or [..., dim + first_order_dim] with separate first-order tables."""
-        q = self.proj(self.drop(out))
+        [..., dim], or [..., dim + first_order_dim] with separate first-order tables. Attention
+        models need the recent-items ``window`` [..., N] too."""
+        o = self.drop(out)
+        q = self.proj(o)
         if self.first is not None:
             q = q + self.first(self.drop(self.item_emb(items)))
+        if self.cfg.attention > 0:
+            if window is None:
+                raise ValueError("an attention model needs the recent-items window (attention > 0)")
+            q = q + self.attend(o, window)
         q = self.norm(q)
         if self.fo_in is not None:
             q = torch.cat([q, self.drop(self.fo_in(items))], dim=-1)
@@ -129,23 +162,33 @@ class LSTMRecommender(nn.Module):
 
     # ---- training / offline --------------------------------------------------------------
     def encode(self, items: Tensor, types: Tensor, gaps: Tensor,
-               state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Run the LSTM over [B, T] events; returns query vectors [B, T, dim] and the final state."""
+               state: tuple[Tensor, Tensor] | None = None, window: Tensor | None = None
+               ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Run the LSTM over [B, T] events; returns query vectors [B, T, dim] and the final state.
+        Attention models: ``window`` [B, T, N] is each position's recent-items window; without it,
+        the windows are built from ``items`` alone (right for a chunk that starts at the users'
+        first events, not for a later chunk)."""
         x = self.drop(self._embed(items, types, gaps))
         if state is None:
             state = self.init_state(items.shape[0])
         out, (h, c) = self.lstm(x, state)
-        return self.query(out, items), (h, c)
+        if self.cfg.attention > 0 and window is None:
+            window = recent_windows(items, self.cfg.attention)
+        return self.query(out, items, window), (h, c)
 
     def forward(self, items: Tensor, types: Tensor, gaps: Tensor,
-                state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        q, state = self.encode(items, types, gaps, state)
+                state: tuple[Tensor, Tensor] | None = None, window: Tensor | None = None
+                ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        q, state = self.encode(items, types, gaps, state, window)
         return self.score(q, items), state
 
     # ---- serving: one event per row ------------------------------------------------------
-    def step(self, item: Tensor, etype: Tensor, gap: Tensor, h: Tensor, c: Tensor
-             ) -> tuple[Tensor, Tensor, Tensor]:
-        """One event for each of B users: item/etype/gap [B] int64, h/c [L, B, H].
+    def step(self, item: Tensor, etype: Tensor, gap: Tensor, h: Tensor, c: Tensor,
+             window: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """One event for each of B users: item/etype/gap [B] int64, h/c [L, B, H]; attention
+        models also take ``window`` [B, N] int64, the user's last N distinct known items after
+        this event (the current one included, oldest first, PAD 0 on the left): the newest end of
+        the state's seen window, updated with this event before the step.
 
         Returns (new h, new c, scores [B, n_items]). Explicit gate arithmetic with the
         weights of ``self.lstm`` (PyTorch gate order i, f, g, o), so it exports to plain ONNX.
@@ -164,4 +207,37 @@ class LSTMRecommender(nn.Module):
             cs.append(c_new)
             x = h_new
         h_out, c_out = torch.stack(hs), torch.stack(cs)
-        return h_out, c_out, self.score(self.query(x, item), item)
+        return h_out, c_out, self.score(self.query(x, item, window), item)
+
+
+def recent_windows(items: Tensor, size: int, start: int = 0, block: int = 64) -> Tensor:
+    """For each position t >= ``start`` of ``items`` [B, S] (each row a user's inputs from the first
+    event), the last ``size`` distinct known items (id > 1) among positions <= t, oldest first and
+    PAD-padded on the left: [B, S - start, size]. The same window the serving state keeps
+    (``streams.state.remember`` over known items), computed for every position at once."""
+    B, S = items.shape
+    pos = torch.arange(S)
+    # each position's next occurrence of the same item (S if none): it is in the window at t
+    # only while that is after t
+    order = torch.argsort(items * (S + 1) + pos, dim=1)
+    srt = items.gather(1, order)
+    nxt_sorted = torch.full_like(order, S)
+    nxt_sorted[:, :-1] = torch.where(srt[:, 1:] == srt[:, :-1], order[:, 1:], torch.full_like(order[:, 1:], S))
+    nxt = torch.empty_like(order).scatter_(1, order, nxt_sorted)
+    known = items > 1
+    out = []
+    for t0 in range(start, S, block):
+        t1 = min(t0 + block, S)
+        t = torch.arange(t0, t1)[None, :, None]  # [1, T, 1]
+        p = pos[None, None, :t1]
+        live = known[:, None, :t1] & (p <= t) & (nxt[:, None, :t1] > t)  # [B, T, t1]
+        k = min(size, t1)
+        slot = torch.where(live, p + 1, torch.zeros_like(p)).topk(k, dim=-1).values.flip(-1)  # 0 = empty
+        w = items.gather(1, (slot - 1).clamp(min=0).reshape(B, -1)).reshape(B, t1 - t0, k)
+        w = torch.where(slot > 0, w, torch.zeros_like(w))
+        if k < size:
+            w = nn.functional.pad(w, (size - k, 0))
+        out.append(w)
+    if not out:
+        return torch.zeros(B, 0, size, dtype=items.dtype)
+    return torch.cat(out, dim=1)

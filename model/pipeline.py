@@ -22,13 +22,16 @@ from streamrec.model.warm import grown_config, require_extension
 
 def train(events: list[Interaction], protocol: str, out_dir: str | Path, model_kw: dict | None = None,
           train_cfg: TrainConfig = TrainConfig(), data_info: dict | None = None, progress: bool = True,
-          with_baselines: bool = True, init_from: checkpoint.Checkpoint | None = None) -> dict:
+          with_baselines: bool = True, init_from: checkpoint.Checkpoint | None = None,
+          test_before_finetune: bool = False) -> dict:
     """Fit, pick the best epoch on validation, evaluate on test; write DIR/model.pt,
     DIR/metrics.json and DIR/training_curve.png. Returns the metrics document.
 
     ``init_from``: continue from this checkpoint (incremental retraining, ``model/warm.py``): its
     vocabularies extended with the new ids of the training events, its model's shape (``model_kw``
-    is not used), its weights to start from."""
+    is not used), its weights to start from. ``test_before_finetune``: also evaluate on test the
+    model validation chose, before the loo-full fine-tune (``doc["model_before_finetune"]``; its
+    time is not counted in ``train_seconds``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -46,9 +49,18 @@ def train(events: list[Interaction], protocol: str, out_dir: str | Path, model_k
         cfg = grown_config(init_from.model.cfg, len(p.items), len(p.types))
     # loo-full: once validation has chosen the epoch, fine-tune on the validation targets too
     # (the test inputs hold them); temporal: see refit below
+    before: dict = {}
+    pause = [0.0]
+
+    def test_now(m) -> None:
+        t = time.monotonic()
+        before.update(evaluate_model(m, p.encoded, p.test))
+        pause[0] += time.monotonic() - t
+
     model, history = fit(cfg, train_cfg, p.fit, p.encoded, p.valid, progress=progress,
                          known=known_events(p) if p.split.protocol == "loo-full" else None,
-                         init=None if init_from is None else init_from.model)
+                         init=None if init_from is None else init_from.model,
+                         before_finetune=test_now if test_before_finetune else None)
     best_valid = max(history, key=lambda h: h.get("valid_NDCG@10", float("-inf")))
     refit_epochs = 0
     if (train_cfg.refit and p.split.protocol == "temporal" and "valid_NDCG@10" in best_valid
@@ -59,7 +71,7 @@ def train(events: list[Interaction], protocol: str, out_dir: str | Path, model_k
                  for u, e in p.encoded.items() if (k := p.split.train_len[u]) > 0]
         model = refit(cfg, train_cfg, every, best_valid["lr_path"], progress=progress)
         refit_epochs = len(best_valid["lr_path"])
-    train_s = time.monotonic() - t0
+    train_s = time.monotonic() - t0 - pause[0]
     test = evaluate_model(model, p.encoded, p.test, desc="test" if progress else None)
     doc = {
         "protocol": p.split.protocol, "split": summary(p.split), "n_items": len(p.items) - 2,
@@ -68,6 +80,8 @@ def train(events: list[Interaction], protocol: str, out_dir: str | Path, model_k
         "history": history, "train_seconds": round(train_s, 1),
         "config": cfg.to_dict(), "train_config": train_cfg.to_dict(),
     }
+    if before:
+        doc["model_before_finetune"] = before
     if with_baselines:
         doc["baselines"] = baselines_for(p, progress=progress)
     info = dict(data_info or {}, protocol=p.split.protocol, fingerprint=p.fingerprint,

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from streamrec.model.encode import Encoded, TargetSet, last_items
 from streamrec.model.evaluate import evaluate_scorer
 from streamrec.model.config import TrainConfig
-from streamrec.model.lstm import LSTMConfig, LSTMRecommender
+from streamrec.model.lstm import LSTMConfig, LSTMRecommender, recent_windows
 from streamrec.model.warm import grow
 
 
@@ -54,10 +54,14 @@ def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Op
     for rows in _batches(seqs, cfg.batch_size, rng):
         items, types, gaps = _pad(seqs, rows)
         inputs = _mask_items(items, cfg.item_mask, gen) if cfg.item_mask > 0 else items
+        # attention: every position's recent-items window, from the (item-dropped) inputs, as serving
+        # would keep it (an item dropped to the unknown id does not enter the window)
+        windows = recent_windows(inputs[:, :-1], model.cfg.attention) if model.cfg.attention > 0 else None
         state = None
         for a in range(0, items.shape[1] - 1, cfg.max_len):
             b = min(a + cfg.max_len, items.shape[1] - 1)
-            q, state = model.encode(inputs[:, a:b], types[:, a:b], gaps[:, a:b], state)
+            q, state = model.encode(inputs[:, a:b], types[:, a:b], gaps[:, a:b], state,
+                                    None if windows is None else windows[:, a:b])
             target = items[:, a + 1:b + 1]
             sel = target > 1  # positions with something to learn (not padding, not out of vocabulary)
             n = int(sel.sum())
@@ -156,9 +160,11 @@ def query_vectors(model: LSTMRecommender, encoded: dict[str, Encoded], targets: 
         seqs = [encoded[u] for u in group]
         trimmed = [Encoded(s.items[:k], s.types[:k], s.gaps[:k], s.ts[:k]) for s, k in zip(seqs, need)]
         items, types, gaps = _pad(trimmed, list(range(len(group))))
+        windows = recent_windows(items, model.cfg.attention) if model.cfg.attention > 0 else None
         state, qs = None, []
         for a in range(0, items.shape[1], chunk):
-            q, state = model.encode(items[:, a:a + chunk], types[:, a:a + chunk], gaps[:, a:a + chunk], state)
+            q, state = model.encode(items[:, a:a + chunk], types[:, a:a + chunk], gaps[:, a:a + chunk], state,
+                                    None if windows is None else windows[:, a:a + chunk])
             qs.append(q)
         q = torch.cat(qs, dim=1).numpy()
         for j, u in enumerate(group):
@@ -183,7 +189,7 @@ def evaluate_model(model: LSTMRecommender, encoded: dict[str, Encoded], targets:
 
 def fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encoded: dict[str, Encoded],
         valid: TargetSet, progress: bool = True, known: list[Encoded] | None = None,
-        init: LSTMRecommender | None = None) -> tuple[LSTMRecommender, list[dict]]:
+        init: LSTMRecommender | None = None, before_finetune=None) -> tuple[LSTMRecommender, list[dict]]:
     """Train with early stopping; returns the best-on-validation model and the per-epoch history.
 
     With ``cfg.finetune`` > 0 and ``known`` (every event known before the first test target:
@@ -193,7 +199,8 @@ def fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encode
     (its targets are trained on): they were chosen on a rehearsal that dropped every user's test
     item, so that the real validation targets played the test's part (``benchmarks/quality.py
     --rehearse``). With ``init`` (an earlier model, ``model/warm.py``), training starts from its
-    weights instead of a fresh initialisation."""
+    weights instead of a fresh initialisation. ``before_finetune(model)``, if given, is called with
+    the model validation chose, just before the fine-tune (benchmarks measure it there too)."""
     tune = cfg.finetune if known is not None else 0
     # time to keep for the fine-tune, in fitting epochs: its epochs have more targets
     targets = lambda seqs: sum(len(s) - 1 for s in seqs if len(s) > 1)  # noqa: E731
@@ -201,6 +208,8 @@ def fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encode
     model, opt, history, rng = _fit(model_cfg, cfg, fit_seqs, encoded, valid, progress, reserve=tune * more,
                                     init=init)
     if tune > 0 and history:
+        if before_finetune is not None:
+            before_finetune(model)
         rows = finetune(model, opt, cfg, known, cfg.lr * cfg.finetune_lr, tune, rng, progress)
         history += [dict(r, epoch=history[-1]["epoch"] + r["epoch"]) for r in rows]
     return model, history
