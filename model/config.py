@@ -27,6 +27,9 @@ class TrainConfig:
     finetune: int = 5  # loo-full: after early stopping, continue from the best weights for this
     # many epochs on every event of the test inputs (the validation targets included); 0 = off
     finetune_lr: float = 1.0  # learning rate of those epochs, as a share of ``lr``
+    negatives: int = 0  # > 0: sampled softmax in training: each chunk's targets are ranked against
+    # this many items drawn uniformly (shared by the chunk's positions) instead of the whole catalog
+    # (seen items and the target itself excluded from them); 0: the whole catalog
     ema: float = 0.99  # > 0: validate, keep and return an exponential moving average of the
     # weights (this decay per optimizer step) instead of the last weights
 

@@ -51,6 +51,9 @@ def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Op
     total, count = 0.0, 0
     loss_fn = nn.CrossEntropyLoss(ignore_index=0, reduction="sum")
     gen = torch.Generator().manual_seed(int(rng.integers(2**31))) if cfg.item_mask > 0 else None
+    if cfg.negatives > 0 and model.cfg.transitions > 0:
+        raise ValueError("sampled negatives (negatives > 0) do not support the transition prior (transitions > 0)")
+    neg_gen = torch.Generator().manual_seed(int(rng.integers(2**31))) if cfg.negatives > 0 else None
     for rows in _batches(seqs, cfg.batch_size, rng):
         items, types, gaps = _pad(seqs, rows)
         inputs = _mask_items(items, cfg.item_mask, gen) if cfg.item_mask > 0 else items
@@ -70,6 +73,17 @@ def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Op
                 continue
             # whole-catalog scores only where there is a target: [n, n_items], not [B, T, n_items]
             current, target_n = inputs[:, a:b][sel], target[sel]
+            if cfg.negatives > 0:
+                loss = _sampled_loss(model, q[sel], target_n, cfg.negatives, neg_gen,
+                                     (items[:, :b], a, target, sel) if cfg.mask_seen else None)
+                opt.zero_grad(set_to_none=True)
+                (loss / n).backward()
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                opt.step()
+                _ema_step(model, cfg, ema, ema_steps)
+                state = (state[0].detach(), state[1].detach())
+                total, count = total + loss.item(), count + n
+                continue
             scores = model.score(q[sel], current)
             if model.cfg.transitions > 0:
                 scores = _leave_one_out(model, scores, current, target_n)
@@ -80,16 +94,49 @@ def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Op
             (loss / n).backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             opt.step()
-            if ema is not None:
-                # warm-up (decay (1 + t) / (10 + t) until it reaches cfg.ema): the average never
-                # keeps much of the random initial weights, however few steps an epoch has
-                decay = min(cfg.ema, (1.0 + ema_steps[0]) / (10.0 + ema_steps[0]))
-                ema_steps[0] += 1
-                with torch.no_grad():
-                    torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1.0 - decay)
+            _ema_step(model, cfg, ema, ema_steps)
             state = (state[0].detach(), state[1].detach())
             total, count = total + loss.item(), count + n
     return total / max(count, 1)
+
+
+def _ema_step(model: LSTMRecommender, cfg: TrainConfig, ema: list[torch.Tensor] | None, ema_steps: list[int]) -> None:
+    if ema is not None:
+        # warm-up (decay (1 + t) / (10 + t) until it reaches cfg.ema): the average never
+        # keeps much of the random initial weights, however few steps an epoch has
+        decay = min(cfg.ema, (1.0 + ema_steps[0]) / (10.0 + ema_steps[0]))
+        ema_steps[0] += 1
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1.0 - decay)
+
+
+def _sampled_loss(model: LSTMRecommender, q: torch.Tensor, target: torch.Tensor, k: int, gen: torch.Generator,
+                  seen: tuple | None = None) -> torch.Tensor:
+    """Summed sampled-softmax cross-entropy of query vectors ``q`` [n, Q] for ``target`` [n]: each
+    target against ``k`` items drawn uniformly from the catalog (PAD/OOV excluded), shared by the n
+    rows; a draw equal to the row's target, or (with ``seen``, the arguments of ``_mask_seen``
+    after the scores) already in the row's history, does not count. Uniform draws need no
+    log-probability correction (it is the same for every item)."""
+    n_items = model.cfg.n_items
+    neg = torch.randint(2, n_items, (k,), generator=gen)
+    table = model.output_table()
+    pos_t, neg_t = table[target], table[neg]
+    if model.cfg.cosine > 0:
+        q = model.cfg.cosine * nn.functional.normalize(q, dim=-1)
+        pos_t, neg_t = nn.functional.normalize(pos_t, dim=-1), nn.functional.normalize(neg_t, dim=-1)
+    pos = (q * pos_t).sum(-1, keepdim=True)  # [n, 1]
+    other = q @ neg_t.t()  # [n, k]
+    if model.bias is not None:
+        pos, other = pos + model.bias[target, None], other + model.bias[neg]
+    drop = neg[None, :] == target[:, None]
+    if seen is not None:
+        history, a, chunk_target, sel = seen
+        full = _mask_seen(torch.zeros(len(target), n_items, dtype=torch.bool), history, a, chunk_target, sel,
+                          value=True)
+        drop = drop | full[:, neg]
+    other = other.masked_fill(drop, -1e9)
+    logits = torch.cat([pos, other], dim=1)
+    return nn.functional.cross_entropy(logits, torch.zeros(len(target), dtype=torch.int64), reduction="sum")
 
 
 def _mask_items(items: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
@@ -100,18 +147,19 @@ def _mask_items(items: torch.Tensor, p: float, gen: torch.Generator) -> torch.Te
 
 
 def _mask_seen(scores: torch.Tensor, history: torch.Tensor, a: int, target: torch.Tensor,
-               sel: torch.Tensor | None = None) -> torch.Tensor:
+               sel: torch.Tensor | None = None, value: float | bool = -1e9) -> torch.Tensor:
     """Scores [B, T, N] of chunk positions a..a+T-1 with every item of the user's history up to
     and including the current event set to -1e9, except the target: the loss then ranks the
     target among the items evaluation and serving can recommend (seen items are dropped there).
     ``history`` [B, a+T] holds the inputs from the user's first event; ``target`` is [B, T].
-    With ``sel`` (a [B, T] boolean), ``scores`` holds only the selected positions, [n, N]."""
+    With ``sel`` (a [B, T] boolean), ``scores`` holds only the selected positions, [n, N].
+    ``value``: what masked entries are set to (``True`` builds a boolean mask from a False one)."""
     T, S = target.shape[1], history.shape[1]
     before = torch.arange(S)[None, :] <= torch.arange(a, a + T)[:, None]  # [T, S]: s <= t
     idx = history[:, None, :].expand(-1, T, -1)  # [B, T, S]
     keep = before[None] & (idx > 1) & (idx != target[:, :, None])
     idx = torch.where(keep, idx, torch.zeros_like(idx))  # not masked -> the PAD column (never a target)
-    return scores.scatter(-1, idx if sel is None else idx[sel], -1e9)
+    return scores.scatter(-1, idx if sel is None else idx[sel], value)
 
 
 def _leave_one_out(model: LSTMRecommender, scores: torch.Tensor, items: torch.Tensor, target: torch.Tensor):
