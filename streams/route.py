@@ -31,6 +31,7 @@ a record at offset ``o`` goes to the topic of the last entry with offset <= ``o`
 """
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,7 +50,10 @@ def route_key(topic: str, partition: int) -> bytes:
     return ROUTE_PREFIX + f"{topic}:{partition}".encode()
 
 
+@functools.lru_cache(maxsize=256)
 def decode_routes(blob: bytes | None) -> Route:
+    """A stored route (immutable, so decoded once per distinct value: after a promote the worker reads
+    each batch's partitions' routes)."""
     return () if not blob else tuple((int(o), str(t)) for o, t in json.loads(blob))
 
 

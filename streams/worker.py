@@ -12,7 +12,8 @@ An event's way through the code, one micro-batch at a time (``_consume`` -> ``_h
       -> read the users' states (RocksDB, or the pending ones not yet stored)
       -> plan (streams.batch.plan_batch: decode, step in waves, encode; streams.gate: what of it is
          published, and where, during a warm-up and after a promote)
-      -> publish (Outbox: batched sends; exactly-once: in each source partition's transaction)
+      -> publish (streams.publisher.Publisher.write; Outbox: batched sends; exactly-once: in each
+         source partition's transaction)
       -> complete (Pipeline, in arrival order: wait for delivery; exactly-once: acknowledge every
          record to Faust; at-least-once: send states and progress to the changelog, and once Kafka
          has them store them locally and acknowledge the records, batch after batch)
@@ -62,22 +63,21 @@ from streamrec.export import contract
 from streamrec.export.manifest import Manifest
 from streamrec.export.runtime import Bundle
 from streamrec.streams import faust_adapter, views, warm
-from streamrec.streams.batch import EMITTED, WARMED, Plan, Rules, plan_batch
+from streamrec.streams.batch import Plan, Rules, plan_batch
 from streamrec.streams.config import ConfigError, WorkerConfig, parse_since
 from streamrec.streams.expiry import expire_idle_states
 from streamrec.streams.gate import OutputGate
 from streamrec.streams.inbox import Inbox
-from streamrec.streams.logic import DUPLICATE, REDELIVERED
 from streamrec.streams.metrics import WorkerMetrics
 from streamrec.streams.partitioner import KeyPartitioner
 from streamrec.streams.pipeline import Pipeline
+from streamrec.streams.publisher import Publisher
 from streamrec.streams.progress import APPLY, REPLAYED, REWIND
 from streamrec.streams.security import faust_credentials
 from streamrec.streams.sequencer import Sequencer
 from streamrec.streams.state import StateError, UserState
 from streamrec.streams.topics import ensure_topics, mismatch
 from streamrec.streams.warm import WarmPlan
-from streamrec.streams.writer import Outbox
 
 log = logging.getLogger("streamrec.worker")
 
@@ -142,11 +142,6 @@ class Worker:
         self.bundle: Bundle | None = None
         self.inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-onnx")
         self.step_s = 1.0  # moving average of a batch's step time (starts slow: in the thread)
-        # At-least-once: user key -> packed state whose events' recommendations Kafka has not acknowledged
-        # yet; the table gets it only then, the user's next events read it from here.
-        self.pending: dict[bytes, bytes] = {}
-        # At-least-once: the last batch's _store_when_written (each awaits the one before: stored in order)
-        self._stored: asyncio.Future[bool] | None = None
         self.http_refusals: dict[str, int] = {}  # reason -> HTTP requests answered 503 for it (streams/views.py)
         self.metrics = WorkerMetrics(self)  # GET /metrics (streams/metrics.py)
         self.stepping: set[bytes] = set()  # keys of the batch being stepped (the expiry sweep skips them)
@@ -160,10 +155,11 @@ class Worker:
         self.sequencer = Sequencer(app, self.states, self.counts, self.slots, drain=self._drain)
         self.gate = OutputGate(self.sequencer, config.output_topic, self.counts)
         self.partitioner = KeyPartitioner()
+        self.publisher = Publisher(app, self.states, self.sequencer, config, self.counts, self.rejected,
+                                   self.metrics.publish_latency, self.partitioner, self._pipeline_failed)
         self.running_marker = config.data_dir / "streamrec.running"  # exists while a worker runs on this data dir
         self._prepared = False
         self._verified: set[str] = set()
-        self._partition_counts: dict[str, int] = {}
         faust_adapter.check(app)  # the private attributes of faust and aiokafka it uses (a clear error if missing)
         faust_adapter.install_batch_drain(app, self.events_topic.topics, self.inbox.put, self.inbox.space)
         self._wire()
@@ -285,7 +281,7 @@ class Worker:
             self._room.clear()
             await self._room.wait()
         self.in_flight += n
-        await self.pipeline.put(self._counted(n, await self._write(admitted, fresh, plan)))
+        await self.pipeline.put(self._counted(n, await self.publisher.write(admitted, fresh, plan)))
 
     async def _plan(self, fresh: list[Any]) -> Plan:
         records = fresh  # Faust's messages have what the plan reads of a record (streams.batch.RecordLike)
@@ -344,106 +340,6 @@ class Worker:
             self.counts["state_reset"] += 1
             return None
 
-    async def _write(self, admitted: list[Any], fresh: list[Any], plan: Plan) -> Any:
-        """Start the batch's writes; returns its completion (a coroutine the pipeline runs in order).
-
-        At-least-once: recommendations and dead letters are sent now; the states and the partitions'
-        progress go to the table (and its changelog) in the completion, once Kafka acknowledged them:
-        after a crash an event the state includes always has its recommendation in the topic.
-        Exactly-once: everything (outputs, states, progress) is written now, grouped per source
-        partition, in that partition's open transaction, back to back under its lock; the records count
-        as done once delivered (Faust then commits their offsets in a transaction that holds their writes
-        or follows one that committed them)."""
-        counts = plan.counts()
-        for reason, n in counts.items():
-            if reason not in (EMITTED, DUPLICATE, REDELIVERED, WARMED):
-                self.rejected[reason] += n
-                self.counts["rejected"] += n
-                log.info("%d dead letter(s): %s", n, reason)
-            elif reason != EMITTED:
-                self.counts[reason] += n
-        blobs = {key: (i, partition, state.pack()) for key, (i, partition, state) in plan.states.items()}
-        last = {}  # (topic, partition) -> its last new record's offset (replayed ones are finished already)
-        for m in fresh:
-            last[m.tp] = m.offset
-        if self.exactly_once:
-            futures = await self._write_in_transactions(fresh, plan, blobs, last)
-            return self._complete(admitted, futures, counts[EMITTED], None, None, fresh)
-        for key, (_, _, blob) in blobs.items():
-            self.pending[key] = blob
-        box = self._outbox(faust_adapter.plain_producer(self.app))
-        for _, topic, key, value in plan.outputs:
-            box.add(topic, key, value)
-        futures = await box.send()
-        return self._complete(admitted, futures, counts[EMITTED], blobs, last, fresh)
-
-    def _outbox(self, producer: Any) -> Outbox:
-        return Outbox(producer, self._partitions_of, self.partitioner)
-
-    def _partitions_of(self, topic: str) -> int:
-        """Partitions of an output topic (cached: where a key's records go must not change)."""
-        n = self._partition_counts.get(topic)
-        if n is None:
-            found = faust_adapter.plain_producer(self.app).client.cluster.partitions_for_topic(topic)
-            n = len(found) if found else self.config.partitions
-            if found:
-                self._partition_counts[topic] = n
-        return n
-
-    async def _write_in_transactions(self, fresh: list[Any], plan: Plan, blobs: dict[bytes, tuple[int, int, bytes]],
-                                     last: dict[Any, int]) -> list[Any]:
-        """Exactly-once: the batch's writes grouped by the transaction of their source partition (both
-        input topics' partition p share one when Faust puts them in one partition group), each group in
-        arrival order: outputs, then states, then progress; local RocksDB first, then Kafka under the
-        transaction's lock."""
-        producers: dict[Any, tuple[Any, Any]] = {}  # source tp -> (sender, lock)
-        for tp in last:
-            producers[tp] = faust_adapter.transactional_producer(self.app, tp.topic, tp.partition)
-        group: dict[int, list[tuple[str, bytes | None, bytes, int | None]]] = defaultdict(list)
-        lock_of: dict[int, tuple[Any, Any]] = {}
-
-        def add(tp: Any, record: tuple[str, bytes | None, bytes, int | None]) -> None:
-            sender, lock = producers[tp]
-            lock_of[id(sender)] = (sender, lock)
-            group[id(sender)].append(record)
-
-        for i, topic, key, value in plan.outputs:
-            add(fresh[i].tp, (topic, key, value, None))
-        for key, (i, partition, blob) in blobs.items():
-            add(fresh[i].tp, (self.changelog, key, blob, partition))
-        for tp, offset in last.items():
-            add(tp, (self.changelog, *self.sequencer.progress(tp, offset), tp.partition))
-        futures: list[Any] = []
-        for sid, records in group.items():
-            local: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-            for topic, key, value, partition in records:
-                if topic == self.changelog:
-                    local[partition].append((key, value))  # type: ignore[index]
-            self._put_local(local)
-            sender, lock = lock_of[sid]
-            box = self._outbox(sender)
-            for topic, key, value, partition in records:
-                box.add(topic, key, value, partition)
-            async with lock:
-                sent = await box.send()
-            futures += sent
-            self._track_changelog(sent, records)
-        return futures
-
-    def _track_changelog(self, futures: list[Any], records: list[Any]) -> None:
-        if any(topic == self.changelog for topic, *_ in records):
-            done = faust_adapter.changelog_written(self.app, self.states, self.exactly_once)
-            for future in futures:
-                future.add_done_callback(lambda f: _if_changelog(f, self.changelog, done))
-
-    def _put_local(self, by_partition: dict[int, list[tuple[bytes, bytes]]]) -> None:
-        """Write ``(key, value)`` pairs to the table's local RocksDB copy of each partition."""
-        for partition, pairs in by_partition.items():
-            db = faust_adapter.partition_db(self.states, partition)
-            for key, value in pairs:
-                db[key] = value
-            faust_adapter.index_keys(self.states, (key for key, _ in pairs), partition)
-
     async def _counted(self, n: int, completion: Any) -> None:
         try:
             await completion
@@ -451,77 +347,15 @@ class Worker:
             self.in_flight -= n
             self._room.set()
 
-    async def _complete(self, admitted: list[Any], futures: list[Any], emitted: int,
-                        blobs: dict[bytes, tuple[int, int, bytes]] | None, last: dict[Any, int] | None,
-                        fresh: list[Any]) -> None:
-        """Run by the pipeline, in arrival order: wait for the batch's writes; count it. Exactly-once:
-        acknowledge every record to Faust. At-least-once: send its states and its partitions' progress
-        to the changelog (in this order: one changelog partition holds both) and leave the rest to
-        ``_store_when_written``."""
-        for future in futures:
-            await future
-        if fresh:  # Kafka timestamps (seconds) of the new records -> their writes acknowledged
-            stamps = np.fromiter((m.timestamp for m in fresh), dtype=np.float64, count=len(fresh))
-            self.metrics.publish_latency.observe_many(time.time() - stamps)
-        self.counts["emitted"] += emitted
-        if blobs is None or last is None:
-            self._acknowledge(admitted)
-            return
-        local: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-        box = self._outbox(faust_adapter.plain_producer(self.app))
-        for key, (_, partition, blob) in blobs.items():
-            local[partition].append((key, blob))
-            box.add(self.changelog, key, blob, partition)
-        for tp, offset in last.items():
-            finished = self.sequencer.finished(tp)
-            if finished is None or offset > finished:  # (redelivered records are acknowledged only)
-                key, value = self.sequencer.progress(tp, offset)
-                local[tp.partition].append((key, value))
-                box.add(self.changelog, key, value, tp.partition)
-        sent = await box.send()
-        self._stored = asyncio.ensure_future(self._store_when_written(self._stored, sent, local, blobs, admitted))
-
-    async def _store_when_written(self, previous: asyncio.Future[bool] | None, futures: list[Any],
-                                  local: dict[int, list[tuple[bytes, bytes]]],
-                                  blobs: dict[bytes, tuple[int, int, bytes]], admitted: list[Any]) -> bool:
-        """At-least-once, after the previous batch's (in arrival order, so the local table never goes
-        back): once Kafka has acknowledged the batch's changelog writes, store its states and progress
-        in the local table, then acknowledge its records to Faust. Returns whether it did.
-
-        Neither may come earlier. Faust commits the offsets of acknowledged records: a crash after such
-        a commit but before the changelog had the states would lose them, as the records never come
-        again. And a local table ahead of its changelog survives a SIGKILL (RocksDB's log is on disk):
-        the worker would count the redelivered records as finished and never write their states to
-        the changelog. Behind is safe: those records come again and are stepped again, to the same
-        states. Runs beside the pipeline: the next batch's completion does not wait for this round trip."""
-        if previous is not None and not await previous:
-            return False  # the worker is stopping with that batch's error
-        try:
-            for future in futures:
-                await future
-        except Exception as exc:  # noqa: BLE001 - the worker stops with it; the records come again
-            await self._pipeline_failed(exc)
-            return False
-        self._put_local(local)
-        for key, (_, _, blob) in blobs.items():
-            if self.pending.get(key) is blob:  # no later event of the user is in flight
-                del self.pending[key]
-        done = faust_adapter.changelog_written(self.app, self.states, False)
-        for future in futures:
-            done(future)
-        self._acknowledge(admitted)
-        return True
-
-    def _acknowledge(self, admitted: list[Any]) -> None:
-        ack = self.app.consumer.ack
-        for m in admitted:
-            ack(m)
+    @property
+    def pending(self) -> dict[bytes, bytes]:
+        """At-least-once: packed states written but not yet stored locally (``Publisher.pending``)."""
+        return self.publisher.pending
 
     async def _drain(self) -> None:
         """Until every batch taken so far is finished: completed and (at-least-once) stored."""
         await self.pipeline.drain()
-        if self._stored is not None:
-            await asyncio.wait([self._stored])
+        await self.publisher.stored()
 
     async def _pipeline_failed(self, exc: BaseException) -> None:
         log.critical("streamrec worker stops: writing an event's results failed: %r", exc)
@@ -559,8 +393,3 @@ def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     started = time.perf_counter()
     result = fn(*args, **kwargs)
     return result, time.perf_counter() - started
-
-
-def _if_changelog(future: Any, changelog: str, done: Any) -> None:
-    if not future.cancelled() and future.exception() is None and future.result().topic_partition.topic == changelog:
-        done(future)

@@ -83,26 +83,26 @@ def test_at_least_once_stores_and_acknowledges_only_after_the_changelog_has_the_
     nothing, of that batch or any later one, and stops the worker."""
     import asyncio
 
-    worker = Worker(WorkerConfig(bundle=bundle_dir, data_dir=tmp_path))
+    publisher = Worker(WorkerConfig(bundle=bundle_dir, data_dir=tmp_path)).publisher
     events: list[tuple[str, object]] = []
-    monkeypatch.setattr(worker, "_put_local", lambda local: events.append(("stored", sorted(local))))
-    monkeypatch.setattr(worker, "_acknowledge", lambda admitted: events.append(("acked", list(admitted))))
+    monkeypatch.setattr(publisher, "put_local", lambda local: events.append(("stored", sorted(local))))
+    monkeypatch.setattr(publisher, "_acknowledge", lambda admitted: events.append(("acked", list(admitted))))
     monkeypatch.setattr(faust_adapter, "changelog_written", lambda app, table, eos: lambda future: None)
     failures: list[BaseException] = []
 
     async def failed(exc: BaseException) -> None:
         failures.append(exc)
 
-    monkeypatch.setattr(worker, "_pipeline_failed", failed)
+    monkeypatch.setattr(publisher, "on_failure", failed)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         writes = [loop.create_future() for _ in range(4)]
         blobs = [b"s%d" % n for n in range(4)]
-        worker.pending = {b"u1": blobs[1], b"u2": blobs[2]}  # the states of batches 1 and 2, not yet stored
+        publisher.pending.update({b"u1": blobs[1], b"u2": blobs[2]})  # the states of batches 1 and 2, not yet stored
         chain = None
         for n, write in enumerate(writes):
-            chain = asyncio.ensure_future(worker._store_when_written(
+            chain = asyncio.ensure_future(publisher._store_when_written(
                 chain, [write], {n: [(b"u%d" % n, blobs[n])]}, {b"u%d" % n: (0, n, blobs[n])}, [f"m{n}"]))
         writes[1].set_result(None)  # batch 1's changelog write is acknowledged before batch 0's
         await asyncio.sleep(0.01)
@@ -110,7 +110,7 @@ def test_at_least_once_stores_and_acknowledges_only_after_the_changelog_has_the_
         writes[0].set_result(None)
         await asyncio.sleep(0.01)
         assert events == [("stored", [0]), ("acked", ["m0"]), ("stored", [1]), ("acked", ["m1"])]
-        assert worker.pending == {b"u2": blobs[2]}  # batch 1's state is read from the table now
+        assert publisher.pending == {b"u2": blobs[2]}  # batch 1's state is read from the table now
         writes[3].set_result(None)
         writes[2].set_exception(OSError("broker gone"))
         assert chain is not None and await chain is False
