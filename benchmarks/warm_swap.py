@@ -31,7 +31,7 @@ user's events keep their order within a partition: --order none is exact here (c
 are "<user>:<index in the user's time-sorted history>": the CSV of the events before T gives them
 the ids they have in the whole file (checked: the ids, users, items and times of both replays equal
 those of one replay of the whole file). The recommendations topic is read back
-(streams/live_eval.py `collect`, `LiveLog`, `live_ranks`).
+(streams/live_collect.py `collect`; streams/live_eval.py `LiveLog`, `live_ranks`).
 
 Scoring (TEMPORAL-stream, as `streamrec evaluate-live`): a target (every event at/after T of a user
 with an event before T) is scored against the list the worker published for the user's previous
@@ -239,7 +239,8 @@ def timing(runs: list[dict]) -> dict:
 
 def one_swap(a, bench: Swap, d: dict, mode: str, run: int = 0) -> tuple[dict, object]:
     """One swap (cold or warm): replay before T, start B, replay at/after T, read back. (figures, LiveLog)"""
-    from streamrec.streams.live_eval import LiveLog, collect
+    from streamrec.streams.live_collect import collect
+    from streamrec.streams.live_eval import LiveLog
     from streamrec.streams.replay import Topics, event_id
 
     label = f"{mode}{run}"

@@ -175,7 +175,8 @@ def read(args: argparse.Namespace, topics, security, bundle, shadow):
     the same targets evaluated offline). With --data the targets are the data set's; with --since
     they are the events read from the input topics (streams/live_stream.py)."""
     from streamrec.model.splits import split
-    from streamrec.streams.live_eval import Lane, LiveLog, collect
+    from streamrec.streams.live_collect import Lane, collect
+    from streamrec.streams.live_eval import LiveLog
     from streamrec.streams.live_stream import parse_since, relabel, stream_split
     from streamrec.streams.replay import ReplayError, event_id
 

@@ -1,7 +1,7 @@
 """Two model versions on the same events, side by side: the serving worker and a shadow (issue 10).
 
 ``streamrec evaluate-live ... --shadow-topic recommendations.shadow --shadow-bundle DIR`` reads both
-workers' recommendations in one pass (``live_eval.collect`` with a second ``Lane``: every input record
+workers' recommendations in one pass (``live_collect.collect`` with a second ``Lane``: every input record
 goes to both logs) and ``build_comparison`` puts them side by side:
 
 events    every input event read (first copies): a recommendation from both versions, from one only,

@@ -1,7 +1,7 @@
 """Live evaluation without a data set: the targets come from the input topics themselves.
 
 ``streamrec evaluate-live --since 2h --bundle B`` (no ``--data``) scores the worker on the traffic it
-served, e.g. production events that no ``streamrec replay`` named: ``live_eval.collect`` reads the
+served, e.g. production events that no ``streamrec replay`` named: ``live_collect.collect`` reads the
 input topics up to their ends at the start of the read (``upto_now``), and
 
 - only the events at/after T have to be answered (``LiveLog.awaited``): a shadow warmed up with

@@ -193,7 +193,7 @@ def test_collect_started_before_the_topics_exist_picks_them_up(kafka_broker):
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from streamrec.streams.live_eval import collect
+    from streamrec.streams.live_collect import collect
 
     tag = uuid.uuid4().hex[:8]
     topics = Topics(f"e{tag}-clicks", f"e{tag}-browses", f"e{tag}-recs", f"e{tag}-dlq")
@@ -337,7 +337,7 @@ def test_paired_difference_and_gains_agree_with_summarize():
 
 
 def test_routes_feed_every_lane_the_inputs_and_refuse_a_shared_recommendations_topic():
-    from streamrec.streams.live_eval import Lane, routes_of
+    from streamrec.streams.live_collect import Lane, routes_of
 
     a, b = LiveLog(), LiveLog()
     routes = routes_of(TOPICS, [Lane("recs", "dlq", a), Lane("recs.shadow", "dlq", b)])
@@ -451,7 +451,7 @@ def test_collect_upto_now_stops_at_the_inputs_ends_while_traffic_goes_on(kafka_b
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from streamrec.streams.live_eval import collect
+    from streamrec.streams.live_collect import collect
 
     tag = uuid.uuid4().hex[:8]
     topics = Topics(f"n{tag}-clicks", f"n{tag}-browses", f"n{tag}-recs", f"n{tag}-dlq")
