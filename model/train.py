@@ -76,20 +76,13 @@ def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Op
             if cfg.negatives > 0:
                 loss = _sampled_loss(model, q[sel], target_n, cfg.negatives, neg_gen,
                                      (items[:, :b], a, target, sel) if cfg.mask_seen else None)
-                opt.zero_grad(set_to_none=True)
-                (loss / n).backward()
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-                opt.step()
-                _ema_step(model, cfg, ema, ema_steps)
-                state = (state[0].detach(), state[1].detach())
-                total, count = total + loss.item(), count + n
-                continue
-            scores = model.score(q[sel], current)
-            if model.cfg.transitions > 0:
-                scores = _leave_one_out(model, scores, current, target_n)
-            if cfg.mask_seen:
-                scores = _mask_seen(scores, items[:, :b], a, target, sel)
-            loss = loss_fn(scores, target_n)
+            else:
+                scores = model.score(q[sel], current)
+                if model.cfg.transitions > 0:
+                    scores = _leave_one_out(model, scores, current, target_n)
+                if cfg.mask_seen:
+                    scores = _mask_seen(scores, items[:, :b], a, target, sel)
+                loss = loss_fn(scores, target_n)
             opt.zero_grad(set_to_none=True)
             (loss / n).backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)

@@ -38,3 +38,23 @@ def make_bundle(out: Path, events=None, k: int = 10, m: int = 20, **train_kw) ->
     ckpt, _ = train_small(events if events is not None else small_events(), **train_kw)
     export_bundle(ckpt, out, k=k, m=m)
     return out
+
+
+def chain_data(users: int = 60, length: int = 12, seen: int = 10, seed: int = 0):
+    """Users walking one 20-item cycle from a random start: (encoded histories by user, their first
+    ``seen`` events to fit on, validation targets at position ``seen``). A model that learns the
+    chain reaches a validation HR@10 near 1."""
+    import numpy as np
+
+    from streamrec.model.encode import Encoded, build_targets
+
+    rng = np.random.default_rng(seed)
+    seqs = []
+    for _ in range(users):
+        start = int(rng.integers(2, 20))
+        items = np.array([2 + (start + k) % 20 for k in range(length)], dtype=np.int64)
+        seqs.append(Encoded(items, np.ones(length, np.int64), np.zeros(length, np.int64),
+                            np.arange(length, dtype=np.int64)))
+    encoded = {str(u): s for u, s in enumerate(seqs)}
+    fit_seqs = [Encoded(s.items[:seen], s.types[:seen], s.gaps[:seen], s.ts[:seen]) for s in seqs]
+    return encoded, fit_seqs, build_targets(encoded, [(u, seen) for u in encoded])

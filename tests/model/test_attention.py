@@ -10,6 +10,7 @@ from streamrec.model.encode import Encoded, build_targets
 from streamrec.model.lstm import LSTMConfig, LSTMRecommender, recent_windows
 from streamrec.model.train import fit
 from streamrec.streams.state import remember
+from tests.factories import chain_data
 
 
 def _by_hand(row: list[int], size: int) -> list[list[int]]:
@@ -89,15 +90,7 @@ def test_step_of_an_attention_model_refuses_a_missing_window():
 
 
 def test_fit_with_attention_learns_a_chain():
-    rng = np.random.default_rng(0)
-    seqs = []
-    for _ in range(60):
-        start = int(rng.integers(2, 20))
-        items = np.array([2 + (start + k) % 20 for k in range(12)], dtype=np.int64)
-        seqs.append(Encoded(items, np.ones(12, np.int64), np.zeros(12, np.int64), np.arange(12, dtype=np.int64)))
-    encoded = {str(u): s for u, s in enumerate(seqs)}
-    fit_seqs = [Encoded(s.items[:10], s.types[:10], s.gaps[:10], s.ts[:10]) for s in seqs]
-    valid = build_targets(encoded, [(u, 10) for u in encoded])
+    encoded, fit_seqs, valid = chain_data()
     cfg = LSTMConfig(n_items=22, n_event_types=3, dim=16, hidden=16, dropout=0.1, attention=4)
     model, history = fit(cfg, TrainConfig(epochs=12, batch_size=16, lr=1e-2, item_mask=0.1, ema=0.9, threads=1),
                          fit_seqs, encoded, valid, progress=False)

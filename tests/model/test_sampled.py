@@ -1,11 +1,10 @@
 """Sampled softmax in training (TrainConfig.negatives): the loss by hand, and a fit that learns."""
-import numpy as np
 import torch
 
 from streamrec.model.config import TrainConfig
-from streamrec.model.encode import Encoded, build_targets
 from streamrec.model.lstm import LSTMConfig, LSTMRecommender
 from streamrec.model.train import _sampled_loss, fit
+from tests.factories import chain_data
 
 
 def _model() -> LSTMRecommender:
@@ -48,15 +47,7 @@ def test_sampled_loss_ignores_seen_draws():
 
 
 def test_fit_with_sampled_negatives_learns_a_chain():
-    rng = np.random.default_rng(0)
-    seqs = []
-    for _ in range(60):
-        start = int(rng.integers(2, 20))
-        items = np.array([2 + (start + k) % 20 for k in range(12)], dtype=np.int64)
-        seqs.append(Encoded(items, np.ones(12, np.int64), np.zeros(12, np.int64), np.arange(12, dtype=np.int64)))
-    encoded = {str(u): s for u, s in enumerate(seqs)}
-    fit_seqs = [Encoded(s.items[:10], s.types[:10], s.gaps[:10], s.ts[:10]) for s in seqs]
-    valid = build_targets(encoded, [(u, 10) for u in encoded])
+    encoded, fit_seqs, valid = chain_data()
     cfg = LSTMConfig(n_items=22, n_event_types=3, dim=16, hidden=16, dropout=0.1)
     model, history = fit(cfg, TrainConfig(epochs=12, batch_size=16, lr=1e-2, negatives=8, threads=1),
                          fit_seqs, encoded, valid, progress=False)
