@@ -80,6 +80,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"(0 = off; default {d.finetune})")
     t.add_argument("--finetune-lr", type=float, default=d.finetune_lr, metavar="SHARE",
                    help=f"learning rate of the --finetune epochs, as a share of --lr (default {d.finetune_lr})")
+    t.add_argument("--negatives", type=int, default=d.negatives, metavar="N",
+                   help="sampled softmax: rank each target against N items drawn uniformly instead of the whole "
+                        "catalog (default 0: the whole catalog). For large catalogs: on Beauty (12k items) 1,024 "
+                        "made an epoch 4.3x faster and validation NDCG@10 5%% lower; not with --transitions")
     t.add_argument("--seed", type=int, default=d.seed, help="random seed (default 0)")
     t.add_argument("--threads", type=int, default=int(os.environ.get("STREAMREC_THREADS", 0)),
                    help="torch threads (env STREAMREC_THREADS; default: all cores)")
@@ -99,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
                       weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
                       threads=args.threads, time_budget_s=args.time_budget, schedule=args.schedule,
                       mask_seen=args.mask_seen, item_mask=args.item_mask, ema=args.ema, refit=args.refit,
-                      finetune=args.finetune, finetune_lr=args.finetune_lr)
+                      finetune=args.finetune, finetune_lr=args.finetune_lr, negatives=args.negatives)
     model_kw = dict(dim=args.dim, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
                     first_order=not args.no_first_order, first_order_dim=args.first_order_dim,
                     item_bias=not args.no_item_bias, transitions=args.transitions, cosine=args.cosine)

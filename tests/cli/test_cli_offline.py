@@ -52,6 +52,23 @@ def test_train_evaluate_export_and_bundle_parity(data, tmp_path):
     assert serve_b["model"]["HR@10"] < ev["model"]["HR@10"]
 
 
+def test_train_with_sampled_negatives_exports(data, tmp_path):
+    """--negatives reaches the training config (the loss itself learns: tests/model/test_sampled.py), is
+    recorded with the metrics, changes nothing of what is exported (the bundle passes the parity gate),
+    and is refused beside the transition prior it does not support."""
+    flags = ["--data", data, "--format", "csv", "--columns", CSV_COLUMNS, "--protocol", "temporal"]
+    run = tmp_path / "run"
+    out = streamrec("train", *flags, "--out", run, "--epochs", "3", "--dim", "16", "--hidden", "24",
+                    "--negatives", "16", "--json")
+    trained = json.loads(out.stdout.strip().splitlines()[-1])
+    assert json.loads((run / "metrics.json").read_text())["train_config"]["negatives"] == 16
+    assert trained["n_targets"] > 100 and 0 < trained["model"]["NDCG@10"] <= 1
+    exp = streamrec("export", "--model", run, "--out", tmp_path / "bundle", "--k", "20", "--m", "50")
+    assert "MISMATCH" not in exp.stdout and (tmp_path / "bundle" / "manifest.json").exists()
+    r = streamrec("train", *flags, "--out", tmp_path / "x", "--negatives", "16", "--transitions", "8", check=False)
+    assert r.returncode != 0 and "transitions" in r.stderr
+
+
 def test_clear_errors(tmp_path, data):
     r = streamrec("evaluate", "--model", tmp_path / "nope", "--data", data, "--format", "csv",
                   "--columns", CSV_COLUMNS, check=False)
