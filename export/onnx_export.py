@@ -156,6 +156,10 @@ def export_bundle(ckpt: Checkpoint, out_dir: str | Path, k: int = 20, m: int = 5
     from streamrec.export.recall import MIN_RECALL_AT_10, RecallError, measure
 
     out = Path(out_dir)
+    if getattr(ckpt.model.cfg, "attention", 0) > 0:
+        raise ValueError(f"this checkpoint attends over the recent-items window (attention={ckpt.model.cfg.attention}): "
+                         "the exported step does not take that window yet, so it cannot be served; train without "
+                         "attention to export (see the README, 'Attention over the recent-items window')")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out or remove it")
     tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out.parent if out.parent.exists() else None))

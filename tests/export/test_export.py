@@ -93,6 +93,14 @@ def test_parity_with_cosine_scores(tmp_path):
     assert report.ok, report.text()
 
 
+def test_a_model_attending_over_the_window_is_refused_before_anything_is_written(tmp_path):
+    """The exported step has no window input yet (issue 12): export says so instead of failing mid-trace."""
+    ckpt, _ = train_small(small_events(users=60, items=40, seed=6), epochs=1, attention=4)
+    with pytest.raises(ValueError, match="attention=4.*cannot be served"):
+        export_bundle(ckpt, tmp_path / "b")
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".bundle-*"))
+
+
 def test_runtime_never_imports_torch(bundle_dir):
     code = ("import sys; from streamrec.export.runtime import Bundle; b = Bundle.load(sys.argv[1]); "
             "h, c = b.init_state(1); import numpy as np; b.step(np.array([2]), np.array([2]), np.array([0]), h, c); "
