@@ -17,7 +17,7 @@ conductor, the channel queue, the stream iterator):
   seeks back; the state table is read and written per partition, straight in RocksDB.
 
 ``check(app)`` verifies at startup that every attribute used here exists in the installed
-versions (pyproject pins them: faust-streaming 0.15.x, aiokafka 0.14.x) and stops the worker with
+versions (pyproject pins them: faust-streaming 0.15.3, mode-streaming 0.7.1, aiokafka 0.14.0) and stops the worker with
 a clear message otherwise, instead of failing on the first event.
 """
 from __future__ import annotations
