@@ -122,11 +122,12 @@ def _sampled_loss(model: LSTMRecommender, q: torch.Tensor, target: torch.Tensor,
     if model.bias is not None:
         pos, other = pos + model.bias[target, None], other + model.bias[neg]
     drop = neg[None, :] == target[:, None]
-    if seen is not None:
-        history, a, chunk_target, sel = seen
-        full = _mask_seen(torch.zeros(len(target), n_items, dtype=torch.bool), history, a, chunk_target, sel,
-                          value=True)
-        drop = drop | full[:, neg]
+    if seen is not None:  # the draws in each row's history: over the k draws, never a [n, n_items] mask
+        lut = torch.full((n_items,), k, dtype=torch.int64)
+        lut[neg] = torch.arange(k)  # item -> a column of its draw (k: not drawn)
+        cols = lut[_seen_items(*seen)]  # [n, S]
+        hit = torch.zeros(len(target), k + 1, dtype=torch.bool).scatter_(1, cols, True)
+        drop = drop | hit[:, lut[neg]]  # a repeated draw reads the column its item maps to
     other = other.masked_fill(drop, -1e9)
     logits = torch.cat([pos, other], dim=1)
     return nn.functional.cross_entropy(logits, torch.zeros(len(target), dtype=torch.int64), reduction="sum")
@@ -140,19 +141,24 @@ def _mask_items(items: torch.Tensor, p: float, gen: torch.Generator) -> torch.Te
 
 
 def _mask_seen(scores: torch.Tensor, history: torch.Tensor, a: int, target: torch.Tensor,
-               sel: torch.Tensor | None = None, value: float | bool = -1e9) -> torch.Tensor:
+               sel: torch.Tensor | None = None) -> torch.Tensor:
     """Scores [B, T, N] of chunk positions a..a+T-1 with every item of the user's history up to
     and including the current event set to -1e9, except the target: the loss then ranks the
     target among the items evaluation and serving can recommend (seen items are dropped there).
     ``history`` [B, a+T] holds the inputs from the user's first event; ``target`` is [B, T].
-    With ``sel`` (a [B, T] boolean), ``scores`` holds only the selected positions, [n, N].
-    ``value``: what masked entries are set to (``True`` builds a boolean mask from a False one)."""
+    With ``sel`` (a [B, T] boolean), ``scores`` holds only the selected positions, [n, N]."""
+    return scores.scatter(-1, _seen_items(history, a, target, sel), -1e9)
+
+
+def _seen_items(history: torch.Tensor, a: int, target: torch.Tensor, sel: torch.Tensor | None = None) -> torch.Tensor:
+    """The items ``_mask_seen`` masks, per position: [B, T, S] (or [n, S] with ``sel``), PAD (0) where
+    nothing is masked (the PAD column is never a target)."""
     T, S = target.shape[1], history.shape[1]
     before = torch.arange(S)[None, :] <= torch.arange(a, a + T)[:, None]  # [T, S]: s <= t
     idx = history[:, None, :].expand(-1, T, -1)  # [B, T, S]
     keep = before[None] & (idx > 1) & (idx != target[:, :, None])
-    idx = torch.where(keep, idx, torch.zeros_like(idx))  # not masked -> the PAD column (never a target)
-    return scores.scatter(-1, idx if sel is None else idx[sel], value)
+    idx = torch.where(keep, idx, torch.zeros_like(idx))
+    return idx if sel is None else idx[sel]
 
 
 def _leave_one_out(model: LSTMRecommender, scores: torch.Tensor, items: torch.Tensor, target: torch.Tensor):
