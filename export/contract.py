@@ -6,6 +6,13 @@ One call steps a batch of B events (one per user) through the LSTM:
 with N = k + m (m = the seen-items window, so serving can drop already-seen items and still
 return k). The PAD and OOV slots are never in the top list. The batch axis is dynamic.
 
+A bundle whose model attends over the recent-items window (``manifest.attention`` = A > 0,
+``LSTMConfig.attention``) takes one more input, last:
+  inputs   ... window [B,A] int64
+the user's last A distinct known items after this event, oldest first, PAD 0 on the left: the
+newest A entries of the serving seen window once this event is remembered in it
+(``windows_of``). A <= m, so the seen window always holds them.
+
 An indexed bundle (``streamrec export --index KIND``, export/ann.py) has the same inputs, and
 its graph outputs the scoring vector instead of the top list:
   outputs  h_out [L,B,H], c_out [L,B,H], query [B,Q] float32
@@ -15,7 +22,10 @@ top_items / top_scores as the full scan would. Torch-free.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 OPSET = 17
 STEP_FILE = "step.onnx"
@@ -30,7 +40,7 @@ TABLE_FILE = "item_table.npy"  # indexed bundles only
 class Tensor:
     name: str
     dtype: str  # numpy dtype name
-    shape: tuple[str, ...]  # symbolic: B (dynamic batch), L (layers), H (hidden), N (top)
+    shape: tuple[str, ...]  # symbolic: B (dynamic batch), L (layers), H (hidden), N (top), A (attention)
     atol: float = 0.0  # parity tolerance, outputs only
 
 
@@ -47,6 +57,7 @@ OUTPUTS = (
     Tensor("top_items", "int64", ("B", "N")),
     Tensor("top_scores", "float32", ("B", "N"), atol=1e-4),
 )
+WINDOW = Tensor("window", "int64", ("B", "A"))  # attention bundles only, after INPUTS
 QUERY_OUTPUTS = OUTPUTS[:2] + (Tensor("query", "float32", ("B", "Q"), atol=1e-4),)
 INPUT_NAMES = tuple(t.name for t in INPUTS)
 QUERY_OUTPUT_NAMES = tuple(t.name for t in QUERY_OUTPUTS)
@@ -56,6 +67,37 @@ SCORE_ATOL = TOLERANCE["top_scores"]
 STATE_ATOL = TOLERANCE["h_out"]
 
 
-def dynamic_axes(outputs: tuple[Tensor, ...] = OUTPUTS) -> dict[str, dict[int, str]]:
+def inputs(attention: int = 0) -> tuple[Tensor, ...]:
+    """The graph's inputs, in order: INPUTS, then ``window`` when the model attends (attention > 0)."""
+    return INPUTS + (WINDOW,) if attention > 0 else INPUTS
+
+
+def input_names(attention: int = 0) -> tuple[str, ...]:
+    return tuple(t.name for t in inputs(attention))
+
+
+def dynamic_axes(outputs: tuple[Tensor, ...] = OUTPUTS, attention: int = 0) -> dict[str, dict[int, str]]:
     """Every tensor's B axis is dynamic."""
-    return {t.name: {t.shape.index("B"): "batch"} for t in INPUTS + outputs}
+    return {t.name: {t.shape.index("B"): "batch"} for t in inputs(attention) + outputs}
+
+
+def window_of(seen: Sequence[int], n: int) -> list[int]:
+    """The ``window`` row [n] of one user: the newest ``n`` entries of ``seen`` (the serving seen
+    window, oldest first, as ``UserState.seen`` stores it, after this event was remembered), left-padded
+    with PAD 0 to length n. ``seen`` holds known items only (> OOV), so every slot is an item or PAD."""
+    if n < 0:
+        raise ValueError(f"window size must be >= 0, got {n}")
+    tail = list(seen[len(seen) - n:]) if len(seen) > n else list(seen)
+    return [0] * (n - len(tail)) + tail
+
+
+def windows_of(seens: Sequence[Sequence[int]], n: int) -> np.ndarray:
+    """``window_of`` for a batch: [len(seens), n] int64, row b from ``seens[b]``."""
+    if n < 0:
+        raise ValueError(f"window size must be >= 0, got {n}")
+    out = np.zeros((len(seens), n), np.int64)
+    for b, seen in enumerate(seens):
+        tail = seen[len(seen) - n:] if len(seen) > n else seen
+        if len(tail):
+            out[b, n - len(tail):] = tail
+    return out

@@ -38,6 +38,9 @@ class Manifest:
     # two-stage bundles only (export/ann.py): kind, library, file, table, dim, params, candidates,
     # recall (measured at export); empty: the graph scans the whole catalog
     index: dict = field(default_factory=dict)
+    # > 0: the model attends over the user's last ``attention`` distinct known items and the step
+    # takes them as its ``window`` input (export/contract.py); 0 (absent from the file): no window
+    attention: int = 0
     format: str = FORMAT
     version: int = VERSION
 
@@ -45,6 +48,8 @@ class Manifest:
         doc = asdict(self)
         if not doc["index"]:  # a full-scan bundle's manifest stays as it was
             del doc["index"]
+        if not doc["attention"]:  # so does a bundle without attention
+            del doc["attention"]
         return json.dumps(doc, indent=2, sort_keys=True)
 
     @property

@@ -6,6 +6,10 @@ Importing this module never imports torch; the streaming worker depends on that.
     h, c = bundle.init_state(batch=4)
     out = bundle.step(items, types, gaps, h, c)  # out.h, out.c, out.top_items, out.top_scores
 
+A bundle with attention over the recent-items window (``manifest.attention`` = A > 0) also needs
+each user's window: ``step(..., window=contract.windows_of(seens, A))``, [B, A] int64, from the seen
+windows after this event was remembered (export/contract.py).
+
 A two-stage bundle (``manifest.index``, export/ann.py) answers the same ``step``: its graph gives
 the scoring vector, the item index gives candidates, and they are re-scored exactly here
 (``step(..., exact=True)`` scans the whole item table instead: the reference for parity and recall).
@@ -93,12 +97,16 @@ class Bundle:
         names = tuple(t.name for t in outputs)
         if m.indexed:
             problems += self._index_problems(outs)
-        if tuple(ins) != contract.INPUT_NAMES or tuple(outs) != names:
+        if m.attention < 0 or m.attention > m.m:
+            problems.append(f"attention={m.attention} is not within [0, m={m.m}] "
+                            "(the window is taken from the seen window)")
+        in_names = contract.input_names(m.attention)
+        if tuple(ins) != in_names or tuple(outs) != names:
             problems.append(f"graph inputs/outputs {list(ins)}/{list(outs)} differ from the contract "
-                            f"{list(contract.INPUT_NAMES)}/{list(names)}")
+                            f"{list(in_names)}/{list(names)} (manifest attention={m.attention})")
         else:
-            sizes = {"L": m.layers, "H": m.hidden, "N": m.n_top, "Q": m.index.get("dim", 0) - 1}
-            for t in contract.INPUTS + outputs:
+            sizes = {"L": m.layers, "H": m.hidden, "N": m.n_top, "Q": m.index.get("dim", 0) - 1, "A": m.attention}
+            for t in contract.inputs(m.attention) + outputs:
                 shape = (ins.get(t.name) or outs.get(t.name)).shape
                 for sym, dim in zip(t.shape, shape):
                     if sym in sizes and isinstance(dim, int) and dim != sizes[sym]:
@@ -136,14 +144,41 @@ class Bundle:
     def indexed(self) -> bool:
         return self.manifest.indexed
 
-    def step(self, item: np.ndarray, event_type: np.ndarray, gap: np.ndarray,
-             h: np.ndarray, c: np.ndarray, exact: bool = False) -> StepResult:
-        """Step B events; ``exact`` (two-stage bundles) scans the whole item table instead of the index."""
+    @property
+    def attention(self) -> int:
+        """The size A of the ``window`` input (0: the step takes no window)."""
+        return self.manifest.attention
+
+    def feeds(self, item: np.ndarray, event_type: np.ndarray, gap: np.ndarray, h: np.ndarray, c: np.ndarray,
+              window: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The graph's inputs by name, in the contract's dtypes. ``window`` [B, A] int64 is required when
+        the bundle attends (A = ``attention`` > 0) and refused when it does not (ValueError)."""
         feeds = {"item": np.ascontiguousarray(item, dtype=np.int64),
                  "event_type": np.ascontiguousarray(event_type, dtype=np.int64),
                  "gap": np.ascontiguousarray(gap, dtype=np.int64),
                  "h": np.ascontiguousarray(h, dtype=np.float32),
                  "c": np.ascontiguousarray(c, dtype=np.float32)}
+        a = self.manifest.attention
+        if a > 0:
+            if window is None:
+                raise ValueError(f"this bundle's model attends over the user's last {a} distinct items: pass "
+                                 f"window=[B, {a}] int64 (export.contract.windows_of(seen windows, {a}), the seen "
+                                 "windows after this event was remembered)")
+            window = np.ascontiguousarray(window, dtype=np.int64)
+            if window.shape != (feeds["item"].shape[0], a):
+                raise ValueError(f"window has shape {list(window.shape)}, expected [{feeds['item'].shape[0]}, {a}] "
+                                 f"(one row of {a} items per event)")
+            feeds["window"] = window
+        elif window is not None:
+            raise ValueError("this bundle's model does not attend over a window (manifest attention=0): "
+                             "pass no window")
+        return feeds
+
+    def step(self, item: np.ndarray, event_type: np.ndarray, gap: np.ndarray,
+             h: np.ndarray, c: np.ndarray, exact: bool = False, window: np.ndarray | None = None) -> StepResult:
+        """Step B events; ``exact`` (two-stage bundles) scans the whole item table instead of the index.
+        ``window`` [B, A] int64: attention bundles only, and required there (see ``feeds``)."""
+        feeds = self.feeds(item, event_type, gap, h, c, window)
         if not self.indexed:
             h2, c2, ti, ts = self.session.run(list(contract.OUTPUT_NAMES), feeds)
             return StepResult(h2, c2, ti, ts)

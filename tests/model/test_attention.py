@@ -5,6 +5,7 @@ import random
 import numpy as np
 import torch
 
+from streamrec.export.contract import window_of, windows_of
 from streamrec.model.config import TrainConfig
 from streamrec.model.encode import Encoded, build_targets
 from streamrec.model.lstm import LSTMConfig, LSTMRecommender, recent_windows
@@ -39,6 +40,32 @@ def test_recent_windows_equal_the_serving_rule_on_random_rows():
         got = recent_windows(torch.tensor(rows), size, start=start, block=rng.choice([1, 5, 64]))
         for b, row in enumerate(rows):
             assert got[b].tolist() == _by_hand(row, size)[start:]
+
+
+def test_window_of_the_serving_seen_window_equals_recent_windows():
+    """What serving passes the exported step: window_of(seen window after remembering the event, N), at
+    every position, with repeats and OOV ids, for seen windows as wide as N and wider."""
+    rng = random.Random(1)
+    for _ in range(40):
+        n, length = rng.choice([1, 3, 6]), rng.randint(1, 50)
+        m = n + rng.choice([0, 1, 5, 40])
+        rows = [[rng.choice([1] + list(range(2, 12))) for _ in range(length)] for _ in range(3)]
+        ref = recent_windows(torch.tensor(rows), n)
+        seen = [()] * len(rows)
+        for t in range(length):
+            seen = [remember(s, row[t], m) if row[t] > 1 else s for s, row in zip(seen, rows)]
+            for b in range(len(rows)):
+                assert window_of(seen[b], n) == ref[b, t].tolist()
+            batch = windows_of(seen, n)
+            assert batch.dtype == np.int64 and batch.tolist() == ref[:, t].tolist()
+
+
+def test_window_of_pads_on_the_left_and_keeps_the_newest():
+    assert window_of((), 3) == [0, 0, 0]
+    assert window_of((5,), 3) == [0, 0, 5]
+    assert window_of((2, 3, 4, 5), 3) == [3, 4, 5]
+    assert window_of((2, 3), 0) == [] and windows_of([(2, 3), ()], 0).shape == (2, 0)
+    assert windows_of([], 4).shape == (0, 4)
 
 
 def _model(layers: int = 1, fo_dim: int = 0) -> LSTMRecommender:
