@@ -9,19 +9,49 @@ Masking follows the TargetSet's rule (model/encode.py):
   missing from the top-(k+m) list is a miss, which equals the full-catalog rank for every
   K <= k as long as no more than m history items outrank it.
 
+A bundle whose model attends over the recent-items window gets, with each step, the window the
+worker passes: the newest A items of each user's seen window once the event is remembered in it
+(``ServingWindows``, with the worker's own ``remember``).
+
 A two-stage bundle (an item index, export/ann.py) is evaluated through its index, as the worker
 steps it, and also through the exact scan of its item table (``exact``): the two side by side show
 what the approximate retrieval costs in HR/NDCG.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from tqdm import tqdm
 
+from streamrec.export import contract
 from streamrec.export.runtime import Bundle
 from streamrec.model.encode import Encoded, TargetSet
 from streamrec.model.events import Interaction
 from streamrec.model.metrics import MISS, rank_in_list, summarize
+from streamrec.model.vocab import OOV
+from streamrec.streams.state import remember
+
+
+class ServingWindows:
+    """The serving seen windows of ``rows`` users (the last ``m`` distinct known items, oldest first, as
+    ``UserState.seen``), advanced event by event as the worker does, and the attention windows it
+    passes to the step. With ``attention`` 0 nothing is tracked and ``after`` returns None."""
+
+    def __init__(self, rows: int, m: int, attention: int):
+        self.m, self.attention = m, attention
+        self.seen: list[tuple[int, ...]] = [()] * rows
+
+    def after(self, rows: Sequence[int], items: np.ndarray) -> np.ndarray | None:
+        """Remember ``items[i]`` in the seen window of row ``rows[i]`` (known items only: OOV and PAD
+        never enter it), then return those rows' windows [len(rows), attention] int64
+        (``contract.windows_of``); None without attention."""
+        if self.attention <= 0:
+            return None
+        for j, item in zip(rows, np.asarray(items).tolist()):
+            if item > OOV:
+                self.seen[j] = remember(self.seen[j], item, self.m)
+        return contract.windows_of([self.seen[j] for j in rows], self.attention)
 
 
 def bundle_ranks(bundle: Bundle, encoded: dict[str, Encoded], targets: TargetSet, batch_users: int = 256,
@@ -41,13 +71,15 @@ def bundle_ranks(bundle: Bundle, encoded: dict[str, Encoded], targets: TargetSet
             for n in by_user[u]:
                 due.setdefault(int(targets.positions[n]) - 1, []).append((j, n))
         h, c = bundle.init_state(len(group))
+        windows = ServingWindows(len(group), bundle.manifest.m, bundle.attention)
         seqs = [encoded[u] for u in group]
         for t in range(int(need[0])):
             active = int((need > t).sum())  # users sorted by need: active rows are a prefix
             item = np.array([s.items[t] for s in seqs[:active]])
             etype = np.array([s.types[t] for s in seqs[:active]])
             gap = np.array([s.gaps[t] for s in seqs[:active]])
-            out = bundle.step(item, etype, gap, h[:, :active], c[:, :active], exact=exact)
+            out = bundle.step(item, etype, gap, h[:, :active], c[:, :active], exact=exact,
+                              window=windows.after(range(active), item))
             h[:, :active], c[:, :active] = out.h, out.c
             for j, n in due.get(t, []):
                 if targets.target_masked is not None and targets.target_masked[n]:

@@ -7,6 +7,9 @@ BUNDLE: a failed parity check leaves nothing usable behind, only the mismatch re
 vector, and the item table and its index go beside it; parity then checks the graph against
 PyTorch through the exact table scan, and a recall gate (export/recall.py) checks the index
 against that scan on states stepped from real recorded histories.
+A model with attention over the recent-items window (``LSTMConfig.attention`` = A) exports a step
+with one more input, ``window`` [B, A] (export/contract.py), and the manifest records A; A must not
+exceed the bundle's seen window m, which is where serving takes the window from.
 Torch side: imports torch; the runtime side (export/runtime.py) does not.
 """
 from __future__ import annotations
@@ -40,8 +43,8 @@ class StepGraph(nn.Module):
         reserved[:2] = float("-inf")
         self.register_buffer("reserved", reserved)
 
-    def forward(self, item, event_type, gap, h, c):
-        h2, c2, scores = self.model.step(item, event_type, gap, h, c)
+    def forward(self, item, event_type, gap, h, c, window=None):
+        h2, c2, scores = self.model.step(item, event_type, gap, h, c, window)
         top_scores, top_items = torch.topk(scores + self.reserved, self.n_top, dim=1)
         return h2, c2, top_items, top_scores
 
@@ -63,8 +66,8 @@ class QueryGraph(nn.Module):
             q = self.model.cfg.cosine * nn.functional.normalize(q, dim=-1)
         return q
 
-    def forward(self, item, event_type, gap, h, c):
-        return self.model.step(item, event_type, gap, h, c)
+    def forward(self, item, event_type, gap, h, c, window=None):
+        return self.model.step(item, event_type, gap, h, c, window)
 
 
 def item_table(model: LSTMRecommender) -> "np.ndarray":
@@ -85,13 +88,31 @@ def export_onnx(model: LSTMRecommender, path: Path, n_top: int, query: bool = Fa
     outputs = contract.QUERY_OUTPUTS if query else contract.OUTPUTS
     cfg = model.cfg
     b = 2
+    attention = attention_of(model)
     args = (torch.ones(b, dtype=torch.int64), torch.ones(b, dtype=torch.int64), torch.zeros(b, dtype=torch.int64),
             torch.zeros(cfg.layers, b, cfg.hidden), torch.zeros(cfg.layers, b, cfg.hidden))
+    if attention > 0:  # a window with PAD, OOV and items in it: every branch of the masking is traced
+        args += (torch.arange(b * attention, dtype=torch.int64).reshape(b, attention) % cfg.n_items,)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(graph, args, str(path), dynamo=False, opset_version=contract.OPSET,
-                          input_names=list(contract.INPUT_NAMES), output_names=[t.name for t in outputs],
-                          dynamic_axes=contract.dynamic_axes(outputs), do_constant_folding=True)
+                          input_names=list(contract.input_names(attention)), output_names=[t.name for t in outputs],
+                          dynamic_axes=contract.dynamic_axes(outputs, attention), do_constant_folding=True)
+
+
+def attention_of(model: LSTMRecommender) -> int:
+    """The model's recent-items window size A (0: no attention; checkpoints older than the option)."""
+    return int(getattr(model.cfg, "attention", 0) or 0)
+
+
+def check_attention(model: LSTMRecommender, m: int) -> None:
+    """Refuse a bundle whose seen window m is smaller than the model's attention window: serving builds
+    the step's window from the seen window, so it could never fill the A slots the model was trained on."""
+    a = attention_of(model)
+    if a > m:
+        raise ValueError(f"this checkpoint attends over the last {a} distinct items (attention={a}), but the bundle's "
+                         f"seen window is m={m}: serving takes the attention window from the seen window, so m must be "
+                         f">= {a}; export with --m {a} or more")
 
 
 def write_index(model: LSTMRecommender, out: Path, spec: ann.IndexSpec, n_top: int, threads: int = 0) -> dict:
@@ -134,7 +155,7 @@ def write_bundle(ckpt: Checkpoint, out: Path, k: int, m: int, model_id: str | No
         event_types=ckpt.types.ids, n_gap_buckets=cfg.n_gap_buckets,
         gap_rule=" ".join(GAP_DOC.split("\n\n")[1].split()), opset=contract.OPSET,
         metrics=ckpt.metrics, training={"config": cfg.to_dict(), "train": ckpt.train_config, "data": ckpt.data},
-        files=files, index=entry,
+        files=files, index=entry, attention=attention_of(ckpt.model),
     )
     (out / contract.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
     return manifest
@@ -147,8 +168,9 @@ def export_bundle(ckpt: Checkpoint, out_dir: str | Path, k: int = 20, m: int = 5
     """Export, check parity (and, with ``index``, recall), then move into place. Returns (manifest,
     parity report), the manifest holding the recall measured.
 
-    Raises ParityError (with the full report) when the ONNX step does not reproduce the model, and
-    RecallError when the index's recall@10 is below ``min_recall`` (default 0.95).
+    Raises ParityError (with the full report) when the ONNX step does not reproduce the model,
+    RecallError when the index's recall@10 is below ``min_recall`` (default 0.95), and ValueError,
+    before writing anything, for a model attending over more items than the seen window ``m`` holds.
     """
     from dataclasses import replace
 
@@ -156,10 +178,7 @@ def export_bundle(ckpt: Checkpoint, out_dir: str | Path, k: int = 20, m: int = 5
     from streamrec.export.recall import MIN_RECALL_AT_10, RecallError, measure
 
     out = Path(out_dir)
-    if getattr(ckpt.model.cfg, "attention", 0) > 0:
-        raise ValueError(f"this checkpoint attends over the recent-items window (attention={ckpt.model.cfg.attention}): "
-                         "the exported step does not take that window yet, so it cannot be served; train without "
-                         "attention to export (see the README, 'Attention over the recent-items window')")
+    check_attention(ckpt.model, m)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out or remove it")
     tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out.parent if out.parent.exists() else None))

@@ -5,6 +5,8 @@ serving), for batch 1 and batch 8, and every output is compared against the cont
 tolerances. Top-k ids must be identical except where the two neighbouring scores tie within
 tolerance. A batched ONNX step must also equal the same rows stepped one by one. The
 report lists every check, so a mismatch shows each output that differs and by how much.
+A bundle with attention gets, on both sides, each step's recent-items window built by the serving
+rule (export/bundle_eval.py ``ServingWindows``), so the window input is part of every check.
 A two-stage bundle is checked through its exact scan of the item table (``step(exact=True)``:
 the query graph and the table against PyTorch); its index is export/recall.py's gate.
 """
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 from streamrec.export import contract
+from streamrec.export.bundle_eval import ServingWindows
 from streamrec.export.runtime import Bundle
 from streamrec.model.checkpoint import Checkpoint
 
@@ -107,12 +110,14 @@ def check_parity(ckpt: Checkpoint, bundle_dir: Path, sequences: list[dict] | Non
         ev = _event_matrix(seqs, batch, steps)
         th, tc = model.init_state(batch)
         oh, oc = bundle.init_state(batch)
+        windows = ServingWindows(batch, bundle.manifest.m, bundle.attention)
         errs = {"h_out": 0.0, "c_out": 0.0}
         topk: list[Check] = []
         for t in range(steps):
             it, ty, gp = (torch.from_numpy(ev[i, t]) for i in range(3))
-            th, tc, ts = model.step(it, ty, gp, th, tc)
-            out = bundle.step(ev[0, t], ev[1, t], ev[2, t], oh, oc, exact=bundle.indexed)
+            win = windows.after(range(batch), ev[0, t])
+            th, tc, ts = model.step(it, ty, gp, th, tc, None if win is None else torch.from_numpy(win))
+            out = bundle.step(ev[0, t], ev[1, t], ev[2, t], oh, oc, exact=bundle.indexed, window=win)
             oh, oc = out.h, out.c
             errs["h_out"] = max(errs["h_out"], float(np.abs(th.numpy() - oh).max()))
             errs["c_out"] = max(errs["c_out"], float(np.abs(tc.numpy() - oc).max()))
@@ -138,13 +143,16 @@ def _batched_vs_rows(bundle: Bundle, seqs: list[dict], batch: int = 8, steps: in
     ev = _event_matrix(seqs, batch, steps)
     h, c = bundle.init_state(batch)
     rows = [bundle.init_state(1) for _ in range(batch)]
+    windows = ServingWindows(batch, bundle.manifest.m, bundle.attention)
     err = {"h_out": 0.0, "c_out": 0.0, "top_scores": 0.0}
     id_mismatch = 0
     for t in range(steps):
-        out = bundle.step(ev[0, t], ev[1, t], ev[2, t], h, c, exact=bundle.indexed)
+        win = windows.after(range(batch), ev[0, t])
+        out = bundle.step(ev[0, t], ev[1, t], ev[2, t], h, c, exact=bundle.indexed, window=win)
         h, c = out.h, out.c
         for b in range(batch):
-            one = bundle.step(ev[0, t, b:b + 1], ev[1, t, b:b + 1], ev[2, t, b:b + 1], *rows[b], exact=bundle.indexed)
+            one = bundle.step(ev[0, t, b:b + 1], ev[1, t, b:b + 1], ev[2, t, b:b + 1], *rows[b], exact=bundle.indexed,
+                              window=None if win is None else win[b:b + 1])
             rows[b] = (one.h, one.c)
             err["h_out"] = max(err["h_out"], float(np.abs(one.h[:, 0] - h[:, b]).max()))
             err["c_out"] = max(err["c_out"], float(np.abs(one.c[:, 0] - c[:, b]).max()))

@@ -17,6 +17,7 @@ import numpy as np
 
 from streamrec.export import contract
 from streamrec.export.ann import recall
+from streamrec.export.bundle_eval import ServingWindows
 from streamrec.export.runtime import Bundle
 
 MIN_RECALL_AT_10 = 0.95
@@ -54,17 +55,19 @@ class RecallError(RuntimeError):
 
 
 def scoring_vectors(bundle: Bundle, sequences: list[dict], batch: int = 64) -> np.ndarray:
-    """[states, Q+1] augmented scoring vectors after every event of every sequence (states carried)."""
+    """[states, Q+1] augmented scoring vectors after every event of every sequence (states carried;
+    attention bundles: each step's window by the serving rule, ``ServingWindows``)."""
     out = []
     for a in range(0, len(sequences), batch):
         group = sequences[a:a + batch]
         h, c = bundle.init_state(len(group))
+        windows = ServingWindows(len(group), bundle.manifest.m, bundle.attention)
         for t in range(max(len(s["items"]) for s in group)):
             rows = [j for j, s in enumerate(group) if t < len(s["items"])]
-            feeds = {"item": np.array([group[j]["items"][t] for j in rows], np.int64),
-                     "event_type": np.array([group[j]["types"][t] for j in rows], np.int64),
-                     "gap": np.array([group[j]["gaps"][t] for j in rows], np.int64),
-                     "h": np.ascontiguousarray(h[:, rows]), "c": np.ascontiguousarray(c[:, rows])}
+            item = np.array([group[j]["items"][t] for j in rows], np.int64)
+            feeds = bundle.feeds(item, np.array([group[j]["types"][t] for j in rows], np.int64),
+                                 np.array([group[j]["gaps"][t] for j in rows], np.int64),
+                                 h[:, rows], c[:, rows], windows.after(rows, item))
             h2, c2, q = bundle.session.run(list(contract.QUERY_OUTPUT_NAMES), feeds)
             h[:, rows], c[:, rows] = h2, c2
             out.append(bundle.augment(q))

@@ -93,12 +93,164 @@ def test_parity_with_cosine_scores(tmp_path):
     assert report.ok, report.text()
 
 
-def test_a_model_attending_over_the_window_is_refused_before_anything_is_written(tmp_path):
-    """The exported step has no window input yet (issue 12): export says so instead of failing mid-trace."""
-    ckpt, _ = train_small(small_events(users=60, items=40, seed=6), epochs=1, attention=4)
-    with pytest.raises(ValueError, match="attention=4.*cannot be served"):
-        export_bundle(ckpt, tmp_path / "b")
+# ---- attention over the recent-items window (issue 12) ------------------------------------------
+A, A_M = 4, 200  # the attention window, and a seen window m that covers the catalog (exact ranks)
+
+
+@pytest.fixture(scope="module")
+def attention_trained():
+    return train_small(small_events(users=120, items=60, seed=6), epochs=1, attention=A)
+
+
+@pytest.fixture(scope="module")
+def attention_bundle(attention_trained, tmp_path_factory):
+    ckpt, _ = attention_trained
+    out = tmp_path_factory.mktemp("att") / "bundle"
+    manifest, report = export_bundle(ckpt, out, k=10, m=A_M)
+    assert report.ok, report.text()
+    assert manifest.attention == A
+    return out
+
+
+def test_an_attention_model_exports_with_a_window_input(attention_bundle):
+    m = json.loads((attention_bundle / "manifest.json").read_text())
+    assert m["attention"] == A and m["training"]["config"]["attention"] == A
+    b = Bundle.load(attention_bundle)
+    assert b.attention == A
+    ins = {i.name: i.shape for i in b.session.get_inputs()}
+    assert tuple(ins) == contract.INPUT_NAMES + ("window",) == contract.input_names(A)
+    assert ins["window"][1] == A and not isinstance(ins["window"][0], int)  # [B, A], B dynamic
+    h, c = b.init_state(3)
+    out = b.step(np.array([2, 3, 1]), np.array([2, 2, 3]), np.array([0, 5, 9]), h, c,
+                 window=contract.windows_of([(2,), (5, 3), ()], A))
+    assert out.top_items.shape == (3, m["n_top"]) and (out.top_items > 1).all()
+
+
+def test_attention_parity_covers_the_window(attention_trained, attention_bundle):
+    """The gate feeds both sides the serving windows: a change to the attention weights alone is caught."""
+    ckpt, _ = attention_trained
+    assert check_parity(ckpt, attention_bundle).ok
+    bad = type(ckpt.model)(ckpt.model.cfg)
+    bad.load_state_dict(ckpt.model.state_dict())
+    with torch.no_grad():
+        bad.att_out.weight.mul_(1.5)
+    report = check_parity(Checkpoint(bad.eval(), ckpt.items, ckpt.types, data=ckpt.data), attention_bundle)
+    assert not report.ok and "batch 8 top_scores" in {c.name for c in report.failures()}
+    assert not any("h_out" in c.name or "c_out" in c.name for c in report.failures())  # the LSTM is untouched
+
+
+def test_T_onnx_steps_with_serving_windows_equal_the_torch_forward(attention_trained, attention_bundle):
+    """The worker's rule, spelled out: remember the event's item (known items only) in the seen window,
+    then pass windows_of(seen windows, A). OOV items and repeats included."""
+    from streamrec.model.lstm import recent_windows
+    from streamrec.streams.state import remember
+
+    ckpt, _ = attention_trained
+    b = Bundle.load(attention_bundle)
+    n_items, T, B, m = ckpt.model.cfg.n_items, 40, 5, b.manifest.m
+    g = torch.Generator().manual_seed(1)
+    items = torch.randint(1, 12, (B, T), generator=g)  # a small range: many repeats, OOV (1) included
+    types = torch.randint(1, len(ckpt.types), (B, T), generator=g)
+    gaps = torch.randint(0, ckpt.model.cfg.n_gap_buckets, (B, T), generator=g)
+    assert n_items > 12
+    with torch.no_grad():
+        full, _ = ckpt.model.eval()(items, types, gaps)  # windows from recent_windows, as in training
+    h, c = b.init_state(B)
+    seen = [()] * B
+    for t in range(T):
+        col = items[:, t].tolist()
+        seen = [remember(s, x, m) if x > 1 else s for s, x in zip(seen, col)]
+        window = contract.windows_of(seen, A)
+        assert window.tolist() == recent_windows(items, A)[:, t].tolist()
+        out = b.step(items[:, t].numpy(), types[:, t].numpy(), gaps[:, t].numpy(), h, c, window=window)
+        h, c = out.h, out.c
+        ref = full[:, t].numpy()
+        assert np.abs(np.take_along_axis(ref, out.top_items, 1) - out.top_scores).max() <= contract.SCORE_ATOL
+
+
+def test_attention_bundle_metrics_equal_checkpoint_metrics(attention_trained, attention_bundle):
+    """Offline evaluation through the bundle (windows by the serving rule) equals the checkpoint's
+    (windows by recent_windows over the whole history), by the history rule and by the serving rule."""
+    from streamrec.export.bundle_eval import evaluate_bundle_on
+    from streamrec.model.prepare import prepare
+
+    ckpt, p = attention_trained
+    b = Bundle.load(attention_bundle)
+    ref = evaluate_model(ckpt.model, p.encoded, p.test)
+    got = evaluate_bundle(b, p.encoded, p.test)
+    assert got["n_targets"] == ref["n_targets"] > 50
+    for key in ("HR@10", "NDCG@10", "MRR@10"):
+        assert round(got[key], 4) == round(ref[key], 4), key
+    events = small_events(users=120, items=60, seed=6)
+    served = evaluate_bundle_on(b, events, "temporal")["model"]  # streamrec evaluate --bundle (mask serving)
+    ps = prepare(events, "temporal", items=ckpt.items, types=ckpt.types, window=A_M)
+    ref_s = evaluate_model(ckpt.model, ps.encoded, ps.test)
+    for key in ("HR@10", "NDCG@10", "MRR@10"):
+        assert round(served[key], 4) == round(ref_s[key], 4), key
+
+
+def test_attention_bundle_step_needs_its_window_and_others_refuse_one(attention_bundle, bundle_dir):
+    b = Bundle.load(attention_bundle)
+    h, c = b.init_state(2)
+    one = np.array([2, 3])
+    with pytest.raises(ValueError, match=r"last 4 distinct items: pass window=\[B, 4\]"):
+        b.step(one, one, one * 0, h, c)
+    with pytest.raises(ValueError, match=r"window has shape \[2, 3\], expected \[2, 4\]"):
+        b.step(one, one, one * 0, h, c, window=np.zeros((2, 3), np.int64))
+    old = Bundle.load(bundle_dir)
+    h, c = old.init_state(2)
+    with pytest.raises(ValueError, match="does not attend.*pass no window"):
+        old.step(one, one, one * 0, h, c, window=np.zeros((2, 4), np.int64))
+
+
+def test_bundles_without_attention_are_unchanged(bundle_dir, tmp_path):
+    """No ``attention`` key in their manifest (old bundles have none either), five graph inputs, no window."""
+    import shutil
+
+    from streamrec.export.manifest import Manifest
+
+    text = (bundle_dir / "manifest.json").read_text()
+    assert "attention" not in json.loads(text)
+    assert Manifest.from_json(text).attention == 0
+    b = Bundle.load(bundle_dir)
+    assert b.attention == 0 and tuple(i.name for i in b.session.get_inputs()) == contract.INPUT_NAMES
+    # a manifest that claims attention over a graph without the window input is refused
+    bad = tmp_path / "claims"
+    shutil.copytree(bundle_dir, bad)
+    m = json.loads(text)
+    m["attention"] = 4
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="differ from the contract"):
+        Bundle.load(bad)
+
+
+def test_an_indexed_attention_bundle_takes_the_window_too(attention_trained, attention_bundle, tmp_path):
+    """Query graph with the window input: parity through the exact scan, the recall gate stepping serving
+    windows, and an exhaustive index giving the full-scan bundle's lists."""
+    from streamrec.export.ann import IndexSpec
+
+    ckpt, _ = attention_trained
+    manifest, report = export_bundle(ckpt, tmp_path / "ix", k=10, m=A_M, index=IndexSpec("flat"))
+    assert report.ok, report.text()
+    assert manifest.attention == A and manifest.index["recall"]["recall@10"] == 1.0
+    ix, full = Bundle.load(tmp_path / "ix"), Bundle.load(attention_bundle)
+    assert tuple(i.name for i in ix.session.get_inputs()) == contract.input_names(A)
+    h, c = ix.init_state(2)
+    window = contract.windows_of([(7, 2, 5), (3,)], A)
+    a = ix.step(np.array([5, 3]), np.array([2, 2]), np.array([3, 0]), h, c, window=window)
+    b = full.step(np.array([5, 3]), np.array([2, 2]), np.array([3, 0]), h, c, window=window)
+    np.testing.assert_allclose(a.top_scores, b.top_scores, atol=contract.SCORE_ATOL)
+    with pytest.raises(ValueError, match="pass window"):
+        ix.step(np.array([5, 3]), np.array([2, 2]), np.array([3, 0]), h, c)
+
+
+def test_attention_wider_than_the_seen_window_is_refused_before_anything_is_written(attention_trained, tmp_path):
+    ckpt, _ = attention_trained
+    with pytest.raises(ValueError, match=r"attention=4.*seen window is m=3.*--m 4 or more"):
+        export_bundle(ckpt, tmp_path / "b", k=5, m=3)
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".bundle-*"))
+    _, report = export_bundle(ckpt, tmp_path / "b", k=5, m=A)  # m = A: the smallest it takes
+    assert report.ok, report.text()
 
 
 def test_runtime_never_imports_torch(bundle_dir):
