@@ -7,6 +7,10 @@ import os
 
 from streamrec.cli.common import DATA_HELP, add_data_flags, load_events
 
+# The largest --attention: serving takes the attention window from the bundle's seen window, whose
+# default is m=50 (streamrec export --m), and export refuses a model attending over more than m items.
+MAX_ATTENTION = 50
+
 EXAMPLES = """\
 examples:
   streamrec train --data ../shared/data/beauty/Beauty.txt --format sequences --out runs/beauty
@@ -49,6 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--cosine", type=float, default=0.0, metavar="SCALE",
                    help="score by cosine similarity of query and item vectors times SCALE instead of the "
                         "dot product (0 = off; default 0)")
+    m.add_argument("--attention", type=_attention, default=0, metavar="N",
+                   help="attend over the user's last N distinct items (the newest end of the serving seen "
+                        f"window, so 0 <= N <= {MAX_ATTENTION}, the bundle's default --m) and add the context to "
+                        "the scoring vector (0 = off; default 0)")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=d.epochs, help=f"maximum epochs (default {d.epochs})")
     t.add_argument("--patience", type=int, default=d.patience, help=f"early-stopping patience (default {d.patience})")
@@ -94,6 +102,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _attention(text: str) -> int:
+    """--attention N: an int in [0, MAX_ATTENTION], refused (exit 2, saying why) otherwise."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of items, got {text!r}") from None
+    if n < 0 or n > MAX_ATTENTION:
+        raise argparse.ArgumentTypeError(
+            f"{n} is outside 0..{MAX_ATTENTION}: serving takes the attention window from the bundle's seen "
+            f"window, m={MAX_ATTENTION} by default (streamrec export --m), and export refuses attention > m; "
+            f"0 turns attention off")
+    return n
+
+
 def run(args: argparse.Namespace) -> int:
     from streamrec.model.config import TrainConfig
     from streamrec.model.pipeline import train
@@ -106,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
                       finetune=args.finetune, finetune_lr=args.finetune_lr, negatives=args.negatives)
     model_kw = dict(dim=args.dim, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
                     first_order=not args.no_first_order, first_order_dim=args.first_order_dim,
-                    item_bias=not args.no_item_bias, transitions=args.transitions, cosine=args.cosine)
+                    item_bias=not args.no_item_bias, transitions=args.transitions, cosine=args.cosine,
+                    attention=args.attention)
     info = {"name": os.path.basename(os.path.normpath(args.data)).split(".")[0], "path": str(args.data),
             "format": args.fmt}
     init = None

@@ -69,6 +69,30 @@ def test_train_with_sampled_negatives_exports(data, tmp_path):
     assert r.returncode != 0 and "transitions" in r.stderr
 
 
+def test_train_with_attention_exports(data, tmp_path):
+    """--attention reaches the model config saved in the checkpoint and metrics.json, the checkpoint
+    exports with the default seen window (m=50) into a bundle that takes the window input, and a
+    value outside 0..50 (the attention window is the newest part of the seen window) is refused up
+    front, saying why, before any data is read."""
+    from streamrec.model import checkpoint
+
+    flags = ["--data", data, "--format", "csv", "--columns", CSV_COLUMNS, "--protocol", "temporal"]
+    run = tmp_path / "run"
+    streamrec("train", *flags, "--out", run, "--epochs", "2", "--dim", "16", "--hidden", "24",
+              "--attention", "4", "--no-baselines", "--json")
+    assert json.loads((run / "metrics.json").read_text())["config"]["attention"] == 4
+    assert checkpoint.load(run).model.cfg.attention == 4
+    exp = streamrec("export", "--model", run, "--out", tmp_path / "bundle", "--k", "20")
+    assert "MISMATCH" not in exp.stdout
+    assert json.loads((tmp_path / "bundle" / "manifest.json").read_text())["attention"] == 4
+    for bad in ("51", "-1"):
+        r = streamrec("train", *flags, "--out", tmp_path / "x", "--attention", bad, check=False)
+        assert r.returncode == 2 and "outside 0..50" in r.stderr and "--m" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and not (tmp_path / "x").exists()
+    r = streamrec("train", *flags, "--out", tmp_path / "x", "--attention", "two", check=False)
+    assert r.returncode == 2 and "whole number" in r.stderr
+
+
 def test_clear_errors(tmp_path, data):
     r = streamrec("evaluate", "--model", tmp_path / "nope", "--data", data, "--format", "csv",
                   "--columns", CSV_COLUMNS, check=False)
