@@ -11,6 +11,10 @@ Rules (the same as offline evaluation through the bundle, ``export/bundle_eval.p
 - unknown items map to OOV (they step the model but never enter the seen window);
 - the seen window holds the last ``m`` distinct items, the current one included; they are
   dropped from the graph's top-(k+m) list and the first ``k`` remaining are the recommendation;
+- a bundle whose model attends over recent items (manifest ``attention`` = A > 0) also gets, per
+  event, the newest A items of that seen window after the event was remembered, oldest first and
+  PAD-padded on the left (``export.contract.windows_of``): what offline evaluation and the export's
+  parity gate feed it too;
 - an event already applied is a redelivery: state unchanged, no recommendation (``None``).
   Two checks: its ``event_id`` is in the user's recent ids (a producer sent it twice), or its
   ``position`` (source slot, offset) is at or before the last offset applied from that source
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamrec.export.contract import windows_of
 from streamrec.export.runtime import Bundle
 from streamrec.model.events import Interaction
 from streamrec.model.gaps import gap_bucket
@@ -133,7 +138,8 @@ def process(bundle: Bundle, states: Sequence[UserState | None], events: Sequence
     if any(p is not None and not 0 <= p[0] < SOURCES for p in where):
         raise ValueError(f"a position's source slot must be in [0, {SOURCES})")
     k = bundle.k if k is None else k
-    m, n_buckets = bundle.manifest.m, bundle.manifest.n_gap_buckets
+    m, n_buckets, window_size = bundle.manifest.m, bundle.manifest.n_gap_buckets, bundle.manifest.attention
+    layers, hidden = bundle.manifest.layers, bundle.manifest.hidden
     current: dict[str, UserState | None] = {}
     for state, event in zip(states, events):
         current.setdefault(event.user_id, state)
@@ -148,29 +154,41 @@ def process(bundle: Bundle, states: Sequence[UserState | None], events: Sequence
     hashes = [None if x is None else event_id_hash(x) for x in ids]
     tokens = bundle.items.tokens
     for wave in _waves(events):
-        active = []
+        active: list[int] = []
+        starts: list[UserState] = []
+        gaps: list[int] = []
         for i in wave:
             state = current[events[i].user_id]
-            if _applied(state, hashes[i], where[i]):
+            if state is None:
+                active.append(i)
+                starts.append(blank)
+                gaps.append(gap_bucket(None, n_buckets))
+            elif _applied(state, hashes[i], where[i]):
                 new_states[i] = state  # applied before: nothing changes, nothing is emitted
             else:
                 active.append(i)
+                starts.append(state)
+                gaps.append(gap_bucket(events[i].ts - state.last_ts, n_buckets))
         if not active:
             continue
-        starts = [current[events[i].user_id] for i in active]
-        gap = np.array([gap_bucket(None if s is None else events[i].ts - s.last_ts, n_buckets)
-                        for i, s in zip(active, starts)], dtype=np.int64)
-        starts = [s if s is not None else blank for s in starts]
-        at = np.array(active)
-        h = np.stack([s.h for s in starts], axis=1)
-        c = np.stack([s.c for s in starts], axis=1)
-        out = bundle.step(items_all[at], types_all[at], gap, h, c)
+        # the seen window after this event (unknown items never enter it): the step's attention window
+        # (its newest entries) and the state's filter
+        seens = [remember(s.seen, item_of[i], m) if item_of[i] > OOV else s.seen for i, s in zip(active, starts)]
+        rows = len(active)
+        if rows == 1:  # a lone user's event (bursts step one row at a time): views, no copies
+            h, c = starts[0].h[:, None, :], starts[0].c[:, None, :]
+        else:
+            h = np.empty((layers, rows, hidden), np.float32)
+            c = np.empty((layers, rows, hidden), np.float32)
+            for j, s in enumerate(starts):
+                h[:, j] = s.h
+                c[:, j] = s.c
+        window = {"window": windows_of(seens, window_size)} if window_size else {}  # attention bundles only
+        out = bundle.step(items_all[active], types_all[active], np.array(gaps, dtype=np.int64), h, c, **window)
         top_rows, score_rows = out.top_items.tolist(), out.top_scores.tolist()
         h_new, c_new = out.h.transpose(1, 0, 2).copy(), out.c.transpose(1, 0, 2).copy()  # [B, L, H]
-        for j, (i, s) in enumerate(zip(active, starts)):
-            e = events[i]
-            item = item_of[i]
-            seen = remember(s.seen, item, m) if item > OOV else s.seen
+        for j, i in enumerate(active):
+            s, e, seen = starts[j], events[i], seens[j]
             top, scores = top_k(top_rows[j], score_rows[j], seen, k)
             recent = s.recent_ids if hashes[i] is None else remember(s.recent_ids, hashes[i], RECENT_IDS)
             offsets = s.offsets

@@ -42,6 +42,12 @@ def bundle(bundle_dir: Path) -> Bundle:
     return Bundle.load(bundle_dir)
 
 
+@pytest.fixture(scope="session")
+def attention_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """A tiny model that attends over the user's last 4 distinct items (k=10, m=20); ~5 s once."""
+    return Bundle.load(make_bundle(tmp_path_factory.mktemp("bundle") / "att", epochs=1, attention=4))
+
+
 def step_by_hand(bundle: Bundle, events: Sequence[Interaction], k: int | None = None) -> list[Step]:
     """One user's events, in the given order, through ``bundle.step`` with batch size 1."""
     k = k or bundle.k
@@ -50,16 +56,20 @@ def step_by_hand(bundle: Bundle, events: Sequence[Interaction], k: int | None = 
     last: int | None = None
     seen: list[int] = []
     out = []
+    a = bundle.manifest.attention
     for e in events:
         item = bundle.items.index(e.item_id)
         gap = gap_bucket(None if last is None else e.ts - last, bundle.manifest.n_gap_buckets)
-        r = bundle.step(np.array([item]), np.array([bundle.types.index(e.event_type)]), np.array([gap]), h, c)
-        h, c = r.h, r.c
-        last = e.ts if last is None else max(last, e.ts)
         if item > 1:  # PAD/OOV never enter the window
             if item in seen:
                 seen.remove(item)
             seen = (seen + [item])[-m:]
+        # attention bundles: the newest a items of the window after this event, oldest first, PAD 0 on the left
+        window = {"window": np.array([[0] * (a - len(seen[-a:])) + seen[-a:]], np.int64)} if a else {}
+        r = bundle.step(np.array([item]), np.array([bundle.types.index(e.event_type)]), np.array([gap]), h, c,
+                        **window)
+        h, c = r.h, r.c
+        last = e.ts if last is None else max(last, e.ts)
         items, scores = [], []
         for i, s in zip(r.top_items[0].tolist(), r.top_scores[0].tolist()):
             if i not in seen and len(items) < k:

@@ -1,6 +1,7 @@
 """streams.logic.process against the bundle stepped by hand (``by_hand`` in conftest.py), no Kafka."""
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -164,3 +165,27 @@ def test_top_k_keeps_the_first_k_unseen_in_list_order() -> None:
     assert top_k([7, 3, 9], [3.0, 2.0, 1.0], (7, 3, 9), 2) == ([], [])  # everything seen
     assert top_k([7, 3, 9], [3.0, 2.0, 1.0], (), 5) == ([7, 3, 9], [3.0, 2.0, 1.0])  # fewer than k
     assert top_k([7, 3, 9], [3.0, 2.0, 1.0], (), 0) == ([], [])
+
+
+def test_attention_bundles_get_the_window_after_the_event(attention_bundle: Bundle,
+                                                          histories: dict[str, list[Interaction]],
+                                                          by_hand: Callable) -> None:
+    """The step of an attention bundle takes the user's last 4 distinct known items after remembering
+    the event: one user against the stepper by hand (repeats and an unknown item included), and a
+    batch of many users (several events each, waves) against one event at a time."""
+    b = attention_bundle
+    assert b.manifest.attention == 4
+    events = list(max(histories.values(), key=len))
+    events[5] = dataclasses.replace(events[5], item_id="never-seen-item")
+    events[8] = dataclasses.replace(events[8], item_id=events[3].item_id)  # a repeat
+    states, recs = _one_by_one(b, events)
+    for state, rec, step in zip(states, recs, by_hand(b, events)):
+        _assert_matches(rec, step.items, step.scores)
+        np.testing.assert_allclose(state.h, step.h, atol=ATOL, rtol=0)
+        assert list(state.seen) == step.seen
+    batch = [e for t in range(25) for seq in histories.values() if t < len(seq) for e in seq[t:t + 1]]
+    alone_states, alone_recs = _one_by_one(b, batch)
+    new, recs = process(b, [None] * len(batch), batch)
+    for rec, expected, state, alone in zip(recs, alone_recs, new, alone_states):
+        _assert_matches(rec, list(expected.items), list(expected.scores))  # type: ignore[union-attr]
+        np.testing.assert_allclose(state.h, alone.h, atol=ATOL, rtol=0)
