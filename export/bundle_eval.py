@@ -11,7 +11,7 @@ Masking follows the TargetSet's rule (model/encode.py):
 
 A bundle whose model attends over the recent-items window gets, with each step, the window the
 worker passes: the newest A items of each user's seen window once the event is remembered in it
-(``ServingWindows``, with the worker's own ``remember``).
+(``ServingWindows``, with the worker's own rule, ``contract.remember``).
 
 A two-stage bundle (an item index, export/ann.py) is evaluated through its index, as the worker
 steps it, and also through the exact scan of its item table (``exact``): the two side by side show
@@ -30,7 +30,6 @@ from streamrec.model.encode import Encoded, TargetSet
 from streamrec.model.events import Interaction
 from streamrec.model.metrics import MISS, rank_in_list, summarize
 from streamrec.model.vocab import OOV
-from streamrec.streams.state import remember
 
 
 class ServingWindows:
@@ -50,7 +49,7 @@ class ServingWindows:
             return None
         for j, item in zip(rows, np.asarray(items).tolist()):
             if item > OOV:
-                self.seen[j] = remember(self.seen[j], item, self.m)
+                self.seen[j] = contract.remember(self.seen[j], item, self.m)
         return contract.windows_of([self.seen[j] for j in rows], self.attention)
 
 

@@ -81,6 +81,18 @@ def dynamic_axes(outputs: tuple[Tensor, ...] = OUTPUTS, attention: int = 0) -> d
     return {t.name: {t.shape.index("B"): "batch"} for t in inputs(attention) + outputs}
 
 
+def remember(window: tuple[int, ...], value: int, size: int) -> tuple[int, ...]:
+    """``window`` (distinct values) with ``value`` moved (or added) to the newest end, keeping the last
+    ``size``."""
+    if size <= 0:
+        return ()
+    kept = list(window)
+    if value in kept:
+        kept.remove(value)
+    kept.append(value)
+    return tuple(kept[-size:])
+
+
 def window_of(seen: Sequence[int], n: int) -> list[int]:
     """The ``window`` row [n] of one user: the newest ``n`` entries of ``seen`` (the serving seen
     window, oldest first, as ``UserState.seen`` stores it, after this event was remembered), left-padded

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamrec.export.contract import remember  # the serving contract's window rule (re-exported)
+
 MAGIC = b"SRUS"
 FORMAT_VERSION = 1
 HEADER = struct.Struct("<4sBBHHHHHHqQqq")
@@ -51,18 +53,6 @@ class StateError(ValueError):
 def event_id_hash(event_id: str) -> int:
     """A stable 64-bit hash of an event id (what the state stores instead of the id itself)."""
     return int.from_bytes(hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).digest(), "little")
-
-
-def remember(window: tuple[int, ...], value: int, size: int) -> tuple[int, ...]:
-    """``window`` (distinct values) with ``value`` moved (or added) to the newest end, keeping the last
-    ``size``."""
-    if size <= 0:
-        return ()
-    kept = list(window)
-    if value in kept:
-        kept.remove(value)
-    kept.append(value)
-    return tuple(kept[-size:])
 
 
 def last_ts_of(data: bytes) -> int:
