@@ -45,12 +45,14 @@ def rate(bundle, batch: int, seconds: float, repeats: int) -> list[float]:
     items = rng.integers(2, n, (256, batch))
     types = rng.integers(2, len(bundle.types), (256, batch))
     gaps = rng.integers(0, bundle.manifest.n_gap_buckets, (256, batch))
+    a = bundle.manifest.attention  # attention bundles: a full window of known items per row
+    windows = [{"window": rng.integers(2, n, (batch, a))} if a else {} for _ in range(256)]
     h, c = bundle.init_state(batch)
     out = []
     for _ in range(repeats):
         steps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            r = bundle.step(items[steps % 256], types[steps % 256], gaps[steps % 256], h, c)
+            r = bundle.step(items[steps % 256], types[steps % 256], gaps[steps % 256], h, c, **windows[steps % 256])
             h, c = r.h, r.c
             steps += 1
         out.append(steps * batch / (time.perf_counter() - t0))

@@ -222,8 +222,10 @@ def large_data(a: argparse.Namespace, work: Path) -> tuple[list, list, list[str]
     return events, replayed, csv_flags(replayed, work / "large-events.csv"), info
 
 
-def train_bundle(events: list, out: Path, epochs: int, name: str) -> tuple[Path, dict]:
-    """Train the small model (dim 32, hidden 64, TEMPORAL-stream) on ``events``; export it (k 20, m 50)."""
+def train_bundle(events: list, out: Path, epochs: int, name: str, model_kw: dict | None = None) -> tuple[Path, dict]:
+    """Train the small model (dim 32, hidden 64, TEMPORAL-stream; ``model_kw``: other LSTMConfig fields) on
+    ``events``; export it (k 20, m 50)."""
+    model_kw = model_kw or {}
     from streamrec.export.onnx_export import export_bundle
     from streamrec.model import checkpoint
     from streamrec.model.config import TrainConfig
@@ -231,13 +233,13 @@ def train_bundle(events: list, out: Path, epochs: int, name: str) -> tuple[Path,
 
     la, t0 = loadavg(), time.monotonic()
     run_dir, bundle_dir = out / "model", out / "bundle"
-    doc = train(events, "temporal", run_dir, MODEL_KW, TrainConfig(epochs=epochs), {"name": name},
+    doc = train(events, "temporal", run_dir, {**MODEL_KW, **model_kw}, TrainConfig(epochs=epochs), {"name": name},
                 progress=False, with_baselines=False)
     train_s = time.monotonic() - t0
     export_bundle(checkpoint.load(run_dir), bundle_dir, k=20, m=50)
     return bundle_dir, {"bundle": str(bundle_dir), "trained": True, "train_seconds": round(train_s, 1),
                         "export_seconds": round(time.monotonic() - t0 - train_s, 1), "epochs": epochs,
-                        "model_kw": MODEL_KW, "offline_test": doc.get("model"), "loadavg_before": la,
+                        "model_kw": {**MODEL_KW, **model_kw}, "offline_test": doc.get("model"), "loadavg_before": la,
                         "loadavg_after": loadavg()}
 
 
@@ -455,6 +457,9 @@ def options() -> argparse.ArgumentParser:
                                               "default: all, 100k synthetic)")
     d.add_argument("--bundle", help="serve this bundle instead of training one")
     d.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
+    d.add_argument("--model", type=json.loads, default={}, metavar="JSON",
+                   help='other LSTMConfig fields for the trained main bundle, e.g. \'{"attention": 20}\' (the '
+                        "worker's cost of attending over the recent-items window)")
     r = ap.add_argument_group("runs")
     r.add_argument("--guarantees", nargs="+", choices=list(SHORT), default=list(SHORT))
     r.add_argument("--batch-max", type=int, help="pass --batch-max N to the worker (only when given)")
@@ -531,8 +536,9 @@ def main() -> int:
             say(f"model: reusing {a.bundle}")
             bundle_dir, info = Path(a.bundle).resolve(), {"bundle": str(Path(a.bundle).resolve()), "trained": False}
         else:
-            say(f"model: training (dim 32, hidden 64, {a.epochs} epochs) and exporting (k 20, m 50)")
-            bundle_dir, info = train_bundle(events, work, a.epochs, "bench-streaming")
+            say(f"model: training (dim 32, hidden 64, {a.epochs} epochs{', ' + json.dumps(a.model) if a.model else ''}) "
+                "and exporting (k 20, m 50)")
+            bundle_dir, info = train_bundle(events, work, a.epochs, "bench-streaming", a.model)
         sec["bundle"] = bundle_info(bundle_dir, info)
         say(f"  {sec['bundle']['model_version']} ({info.get('train_seconds', 0)} s training)")
         try:
