@@ -71,9 +71,9 @@ def test_train_with_sampled_negatives_exports(data, tmp_path):
 
 def test_train_with_attention_exports(data, tmp_path):
     """--attention reaches the model config saved in the checkpoint and metrics.json, the checkpoint
-    exports with the default seen window (m=50) into a bundle that takes the window input, and a
-    value outside 0..50 (the attention window is the newest part of the seen window) is refused up
-    front, saying why, before any data is read."""
+    exports with the default seen window (m=50) into a bundle that takes the window input, export
+    refuses a seen window smaller than the attention window (serving takes it from there), and a
+    negative or non-numeric value is refused up front, saying why, before any data is read."""
     from streamrec.model import checkpoint
 
     flags = ["--data", data, "--format", "csv", "--columns", CSV_COLUMNS, "--protocol", "temporal"]
@@ -85,10 +85,12 @@ def test_train_with_attention_exports(data, tmp_path):
     exp = streamrec("export", "--model", run, "--out", tmp_path / "bundle", "--k", "20")
     assert "MISMATCH" not in exp.stdout
     assert json.loads((tmp_path / "bundle" / "manifest.json").read_text())["attention"] == 4
-    for bad in ("51", "-1"):
-        r = streamrec("train", *flags, "--out", tmp_path / "x", "--attention", bad, check=False)
-        assert r.returncode == 2 and "outside 0..50" in r.stderr and "--m" in r.stderr, r.stderr
-        assert "Traceback" not in r.stderr and not (tmp_path / "x").exists()
+    small = streamrec("export", "--model", run, "--out", tmp_path / "small", "--m", "3", check=False)
+    assert small.returncode != 0 and "--m 4 or more" in small.stdout + small.stderr
+    assert not (tmp_path / "small" / "manifest.json").exists()
+    r = streamrec("train", *flags, "--out", tmp_path / "x", "--attention", "-1", check=False)
+    assert r.returncode == 2 and "0 turns attention off" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "x").exists()
     r = streamrec("train", *flags, "--out", tmp_path / "x", "--attention", "two", check=False)
     assert r.returncode == 2 and "whole number" in r.stderr
 
