@@ -6,6 +6,7 @@
     ./run python benchmarks/quality.py all --seeds 0 1 2
     ./run python benchmarks/quality.py beauty --rehearse --finetune 3   # validation-only rehearsal
     ./run python benchmarks/quality.py ml-100k --threads 1 --model '{"attention": 20}' --tag att20
+    ./run python benchmarks/quality.py taobao synth --one-type --tag one-type   # event types ablated
 
 Data sets are read from ../shared/data (or $STREAMREC_DATA). Prints a table per data set and
 writes benchmarks/results/quality-<name>.json with every figure (HR, NDCG, MRR, Precision,
@@ -25,6 +26,7 @@ of LSTMConfig / TrainConfig fields for a variant; ``--tag`` names its results fi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -38,7 +40,7 @@ import numpy as np
 from streamrec.cli.tables import metrics_table
 from streamrec.model.config import TrainConfig
 from streamrec.model.data import load
-from streamrec.model.events import Interaction, by_user
+from streamrec.model.events import CLICK, Interaction, by_user
 from streamrec.model.pipeline import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +53,8 @@ SETS = {
     "diginetica": ("diginetica-sample/sample_train-item-views.csv", "diginetica", "loo-full"),
     # 43 long user histories with timestamps: every event after the cutoff is a target
     "taobao": ("taobao-tiny/UserBehavior.csv", "taobao", "temporal"),
+    # the demo's click/browse streams (model/synth.py, default SynthConfig, seed 0): always there
+    "synth": ("", "synth", "temporal"),
 }
 FINAL = {}  # the defaults of LSTMConfig: first-order term, item bias, LayerNorm
 ABLATION = {
@@ -65,16 +69,33 @@ def drop_last(events: list[Interaction]) -> list[Interaction]:
     return [e for seq in by_user(events).values() for e in seq[:-1]]
 
 
+def load_set(name: str) -> list[Interaction]:
+    rel, fmt, _ = SETS[name]
+    if fmt == "synth":
+        from streamrec.model.synth import generate
+
+        return generate()
+    return load(DATA / rel, fmt)
+
+
+def one_type(events: list[Interaction]) -> list[Interaction]:
+    """Every event as a click: the event-type input then tells the model nothing (its ablation)."""
+    return [dataclasses.replace(e, event_type=CLICK) for e in events]
+
+
 def run_set(name: str, seeds: list[int], ablation: bool, budget: float, threads: int = 0,
             rehearse: bool = False, overrides: dict | None = None, model_kw: dict | None = None,
-            baselines: bool = True) -> dict:
-    rel, fmt, protocol = SETS[name]
-    events = load(DATA / rel, fmt)
+            baselines: bool = True, types: bool = True) -> dict:
+    _, _, protocol = SETS[name]
+    events = load_set(name)
+    if not types:
+        events = one_type(events)
     if rehearse:
         events = drop_last(events)
     variants = ABLATION if ablation else {"LSTM": FINAL}
     variants = {k: {**v, **(model_kw or {})} for k, v in variants.items()}
-    out: dict = {"data": name, "protocol": protocol, "rehearse": rehearse, "models": {}, "baselines": None}
+    out: dict = {"data": name, "protocol": protocol, "rehearse": rehearse, "event_types": types, "models": {},
+                 "baselines": None}
     for label, kw in variants.items():
         runs = []
         for seed in seeds:
@@ -128,14 +149,19 @@ def main() -> None:
                     help='TrainConfig fields, e.g. \'{"epochs": 5, "patience": 2}\'')
     ap.add_argument("--tag", default="", help="results file suffix: quality-<name>-<tag>.json")
     ap.add_argument("--no-baselines", action="store_true", help="skip the baselines")
+    ap.add_argument("--one-type", action="store_true",
+                    help="ablation: every event becomes a click, so the event-type embedding carries nothing "
+                         "(multi-behaviour data: taobao's pv/cart/fav/buy, synth's click/browse); needs --tag")
     a = ap.parse_args()
+    if a.one_type and not a.tag:
+        ap.error("--one-type needs --tag (its results must not overwrite the defaults' file)")
     overrides = {k: v for k, v in (("finetune", a.finetune), ("finetune_lr", a.finetune_lr)) if v is not None}
     overrides.update(a.train)
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
     for name in (list(SETS) if "all" in a.sets else a.sets):
         res = run_set(name, a.seeds, a.ablation, a.budget, a.threads, a.rehearse, overrides, a.model,
-                      not a.no_baselines)
+                      not a.no_baselines, types=not a.one_type)
         res["command"] = "benchmarks/quality.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
         rows = {f"{k} (mean of {len(v['seeds'])})": v["mean"] for k, v in res["models"].items()}
         base = res["baselines"] or {}
