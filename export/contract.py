@@ -97,10 +97,7 @@ def window_of(seen: Sequence[int], n: int) -> list[int]:
     """The ``window`` row [n] of one user: the newest ``n`` entries of ``seen`` (the serving seen
     window, oldest first, as ``UserState.seen`` stores it, after this event was remembered), left-padded
     with PAD 0 to length n. ``seen`` holds known items only (> OOV), so every slot is an item or PAD."""
-    if n < 0:
-        raise ValueError(f"window size must be >= 0, got {n}")
-    tail = list(seen[len(seen) - n:]) if len(seen) > n else list(seen)
-    return [0] * (n - len(tail)) + tail
+    return windows_of([seen], n)[0].tolist()
 
 
 def windows_of(seens: Sequence[Sequence[int]], n: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from streamrec.model.encode import Encoded, TargetSet, last_items
 from streamrec.model.evaluate import evaluate_scorer
 from streamrec.model.config import TrainConfig
+from streamrec.model.losses import leave_one_out, mask_items, mask_seen, sampled_loss
 from streamrec.model.lstm import LSTMConfig, LSTMRecommender, recent_windows
 from streamrec.model.warm import grow
 
@@ -56,7 +57,7 @@ def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Op
     neg_gen = torch.Generator().manual_seed(int(rng.integers(2**31))) if cfg.negatives > 0 else None
     for rows in _batches(seqs, cfg.batch_size, rng):
         items, types, gaps = _pad(seqs, rows)
-        inputs = _mask_items(items, cfg.item_mask, gen) if cfg.item_mask > 0 else items
+        inputs = mask_items(items, cfg.item_mask, gen) if cfg.item_mask > 0 else items
         # attention: every position's recent-items window, from the (item-dropped) inputs, as serving
         # would keep it (an item dropped to the unknown id does not enter the window)
         windows = recent_windows(inputs[:, :-1], model.cfg.attention) if model.cfg.attention > 0 else None
@@ -74,14 +75,14 @@ def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Op
             # whole-catalog scores only where there is a target: [n, n_items], not [B, T, n_items]
             current, target_n = inputs[:, a:b][sel], target[sel]
             if cfg.negatives > 0:
-                loss = _sampled_loss(model, q[sel], target_n, cfg.negatives, neg_gen,
+                loss = sampled_loss(model, q[sel], target_n, cfg.negatives, neg_gen,
                                      (items[:, :b], a, target, sel) if cfg.mask_seen else None)
             else:
                 scores = model.score(q[sel], current)
                 if model.cfg.transitions > 0:
-                    scores = _leave_one_out(model, scores, current, target_n)
+                    scores = leave_one_out(model, scores, current, target_n)
                 if cfg.mask_seen:
-                    scores = _mask_seen(scores, items[:, :b], a, target, sel)
+                    scores = mask_seen(scores, items[:, :b], a, target, sel)
                 loss = loss_fn(scores, target_n)
             opt.zero_grad(set_to_none=True)
             (loss / n).backward()
@@ -101,75 +102,6 @@ def _ema_step(model: LSTMRecommender, cfg: TrainConfig, ema: list[torch.Tensor] 
         ema_steps[0] += 1
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1.0 - decay)
-
-
-def _sampled_loss(model: LSTMRecommender, q: torch.Tensor, target: torch.Tensor, k: int, gen: torch.Generator,
-                  seen: tuple | None = None) -> torch.Tensor:
-    """Summed sampled-softmax cross-entropy of query vectors ``q`` [n, Q] for ``target`` [n]: each
-    target against ``k`` items drawn uniformly from the catalog (PAD/OOV excluded), shared by the n
-    rows; a draw equal to the row's target, or (with ``seen``, the arguments of ``_mask_seen``
-    after the scores) already in the row's history, does not count. Uniform draws need no
-    log-probability correction (it is the same for every item)."""
-    n_items = model.cfg.n_items
-    neg = torch.randint(2, n_items, (k,), generator=gen)
-    table = model.output_table()
-    pos_t, neg_t = table[target], table[neg]
-    if model.cfg.cosine > 0:
-        q = model.cfg.cosine * nn.functional.normalize(q, dim=-1)
-        pos_t, neg_t = nn.functional.normalize(pos_t, dim=-1), nn.functional.normalize(neg_t, dim=-1)
-    pos = (q * pos_t).sum(-1, keepdim=True)  # [n, 1]
-    other = q @ neg_t.t()  # [n, k]
-    if model.bias is not None:
-        pos, other = pos + model.bias[target, None], other + model.bias[neg]
-    drop = neg[None, :] == target[:, None]
-    if seen is not None:  # the draws in each row's history: over the k draws, never a [n, n_items] mask
-        lut = torch.full((n_items,), k, dtype=torch.int64)
-        lut[neg] = torch.arange(k)  # item -> a column of its draw (k: not drawn)
-        cols = lut[_seen_items(*seen)]  # [n, S]
-        hit = torch.zeros(len(target), k + 1, dtype=torch.bool).scatter_(1, cols, True)
-        drop = drop | hit[:, lut[neg]]  # a repeated draw reads the column its item maps to
-    other = other.masked_fill(drop, -1e9)
-    logits = torch.cat([pos, other], dim=1)
-    return nn.functional.cross_entropy(logits, torch.zeros(len(target), dtype=torch.int64), reduction="sum")
-
-
-def _mask_items(items: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
-    """Item dropout: each real input item becomes the out-of-vocabulary id (1) with probability
-    ``p`` (targets keep the true items), so the state must not lean on any single event."""
-    drop = (torch.rand(items.shape, generator=gen) < p) & (items > 1)
-    return torch.where(drop, torch.ones_like(items), items)
-
-
-def _mask_seen(scores: torch.Tensor, history: torch.Tensor, a: int, target: torch.Tensor,
-               sel: torch.Tensor | None = None) -> torch.Tensor:
-    """Scores [B, T, N] of chunk positions a..a+T-1 with every item of the user's history up to
-    and including the current event set to -1e9, except the target: the loss then ranks the
-    target among the items evaluation and serving can recommend (seen items are dropped there).
-    ``history`` [B, a+T] holds the inputs from the user's first event; ``target`` is [B, T].
-    With ``sel`` (a [B, T] boolean), ``scores`` holds only the selected positions, [n, N]."""
-    return scores.scatter(-1, _seen_items(history, a, target, sel), -1e9)
-
-
-def _seen_items(history: torch.Tensor, a: int, target: torch.Tensor, sel: torch.Tensor | None = None) -> torch.Tensor:
-    """The items ``_mask_seen`` masks, per position: [B, T, S] (or [n, S] with ``sel``), PAD (0) where
-    nothing is masked (the PAD column is never a target)."""
-    T, S = target.shape[1], history.shape[1]
-    before = torch.arange(S)[None, :] <= torch.arange(a, a + T)[:, None]  # [T, S]: s <= t
-    idx = history[:, None, :].expand(-1, T, -1)  # [B, T, S]
-    keep = before[None] & (idx > 1) & (idx != target[:, :, None])
-    idx = torch.where(keep, idx, torch.zeros_like(idx))
-    return idx if sel is None else idx[sel]
-
-
-def _leave_one_out(model: LSTMRecommender, scores: torch.Tensor, items: torch.Tensor, target: torch.Tensor):
-    """Training sees the transition counts without the transition being predicted (count - 1 for
-    the target), so the model learns how much counts are worth on transitions it has not seen."""
-    succ, cnt = model.succ_idx[items], model.succ_cnt[items]  # [B, T, S]
-    hit = succ == target.unsqueeze(-1)
-    c = (cnt * hit).sum(-1)  # count of (item -> target), 0 if not among the top successors
-    delta = model.transition_prior(c) - model.transition_prior((c - 1).clamp(min=0))
-    delta = torch.where(hit.any(-1), delta, torch.zeros_like(delta))
-    return scores.scatter_add(-1, target.unsqueeze(-1), -delta.unsqueeze(-1))
 
 
 def transition_table(fit_seqs: list[Encoded], n_items: int, top: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -54,7 +54,8 @@ def test_padding_item_has_zero_embedding_and_dropout_off_in_eval():
 
 def test_transition_table_and_leave_one_out():
     from streamrec.model.encode import Encoded
-    from streamrec.model.train import _leave_one_out, transition_table
+    from streamrec.model.losses import leave_one_out as _leave_one_out
+    from streamrec.model.train import transition_table
 
     z = lambda a: np.zeros(len(a), np.int64)  # noqa: E731
     seqs = [Encoded(np.array(a), z(a), z(a), z(a)) for a in ([2, 3, 2, 3, 4], [2, 3], [3, 4])]

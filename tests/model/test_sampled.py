@@ -3,7 +3,8 @@ import torch
 
 from streamrec.model.config import TrainConfig
 from streamrec.model.lstm import LSTMConfig, LSTMRecommender
-from streamrec.model.train import _sampled_loss, fit
+from streamrec.model.losses import sampled_loss as _sampled_loss
+from streamrec.model.train import fit
 from tests.factories import chain_data
 
 

@@ -5,7 +5,8 @@ import torch
 from streamrec.model.config import TrainConfig
 from streamrec.model.encode import Encoded
 from streamrec.model.lstm import LSTMConfig
-from streamrec.model.train import _mask_items, _mask_seen, fit
+from streamrec.model.losses import mask_items as _mask_items, mask_seen as _mask_seen
+from streamrec.model.train import fit
 
 
 def test_mask_seen_by_hand():
