@@ -1,4 +1,4 @@
-"""``streamrec export``: checkpoint -> artifact bundle (step.onnx + vocabularies + manifest)."""
+"""``streamrec export``: checkpoint -> artifact bundle (step.onnx, runs.onnx, vocabularies, manifest)."""
 from __future__ import annotations
 
 import argparse

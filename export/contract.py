@@ -13,6 +13,17 @@ the user's last A distinct known items after this event, oldest first, PAD 0 on 
 newest A entries of the serving seen window once this event is remembered in it
 (``windows_of``). A <= m, so the seen window always holds them.
 
+The runs graph (``runs.onnx``, bundles exported since it exists) steps B users through up to T
+events each in one call, the LSTM as one ONNX ``LSTM`` node that loops over the steps natively:
+  inputs   item [B,T] int64, event_type [B,T] int64, gap [B,T] int64, h [L,B,H], c [L,B,H],
+           length [B] int32 (events of each user, >= 1; the rest of its row is padding),
+           rows [R] int64 (the events to score, as b*T + t, in any order)
+           ... window [R,A] int64 (attention bundles: row r's window)
+  outputs  h_out [L,B,H], c_out [L,B,H] (each user's state after its last event),
+           top_items [R,N], top_scores [R,N] (or query [R,Q]: indexed bundles), one row per ``rows``
+The export gate requires its outputs to equal step.onnx's, stepped event by event, bit for bit,
+so a runtime may serve either and get the same recommendations (export/parity.py).
+
 An indexed bundle (``streamrec export --index KIND``, export/ann.py) has the same inputs, and
 its graph outputs the scoring vector instead of the top list:
   outputs  h_out [L,B,H], c_out [L,B,H], query [B,Q] float32
@@ -34,6 +45,7 @@ TYPES_FILE = "event_types.json"
 MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "items.faiss"  # indexed bundles only
 TABLE_FILE = "item_table.npy"  # indexed bundles only
+RUNS_FILE = "runs.onnx"  # the runs graph (optional: older bundles have only step.onnx)
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,35 @@ def input_names(attention: int = 0) -> tuple[str, ...]:
 def dynamic_axes(outputs: tuple[Tensor, ...] = OUTPUTS, attention: int = 0) -> dict[str, dict[int, str]]:
     """Every tensor's B axis is dynamic."""
     return {t.name: {t.shape.index("B"): "batch"} for t in inputs(attention) + outputs}
+
+
+RUN_INPUTS = (
+    Tensor("item", "int64", ("B", "T")),
+    Tensor("event_type", "int64", ("B", "T")),
+    Tensor("gap", "int64", ("B", "T")),
+    Tensor("h", "float32", ("L", "B", "H")),
+    Tensor("c", "float32", ("L", "B", "H")),
+    Tensor("rows", "int64", ("R",)),
+)
+RUN_LENGTH = Tensor("length", "int32", ("B",))  # spliced into the graph after export (see onnx_export)
+RUN_WINDOW = Tensor("window", "int64", ("R", "A"))
+
+
+def run_inputs(attention: int = 0) -> tuple[Tensor, ...]:
+    """The runs graph's inputs, in order: RUN_INPUTS, ``window`` when the model attends, then ``length``."""
+    return RUN_INPUTS + ((RUN_WINDOW,) if attention > 0 else ()) + (RUN_LENGTH,)
+
+
+def run_outputs(query: bool = False) -> tuple[Tensor, ...]:
+    """The runs graph's outputs: states per user (B), top list or query per scored row (R)."""
+    per_row = QUERY_OUTPUTS[2:] if query else OUTPUTS[2:]
+    return OUTPUTS[:2] + tuple(Tensor(t.name, t.dtype, ("R",) + t.shape[1:], t.atol) for t in per_row)
+
+
+def run_dynamic_axes(attention: int = 0, query: bool = False) -> dict[str, dict[int, str]]:
+    """Every B, T and R axis is dynamic (``length`` is added after export)."""
+    tensors = run_inputs(attention)[:-1] + run_outputs(query)
+    return {t.name: {i: s for i, s in enumerate(t.shape) if s in ("B", "T", "R")} for t in tensors}
 
 
 def remember(window: tuple[int, ...], value: int, size: int) -> tuple[int, ...]:

@@ -1,4 +1,4 @@
-"""Checkpoint -> artifact bundle: ``step.onnx`` + vocabularies + ``manifest.json``.
+"""Checkpoint -> artifact bundle: ``step.onnx``, ``runs.onnx`` + vocabularies + ``manifest.json``.
 
 ``streamrec export --model DIR --out BUNDLE``. The bundle is written to a temporary folder,
 validated for parity against the PyTorch model (export/parity.py) and only then moved to
@@ -10,6 +10,8 @@ against that scan on states stepped from real recorded histories.
 A model with attention over the recent-items window (``LSTMConfig.attention`` = A) exports a step
 with one more input, ``window`` [B, A] (export/contract.py), and the manifest records A; A must not
 exceed the bundle's seen window m, which is where serving takes the window from.
+``runs.onnx`` steps many events per user in one call (the contract's runs graph); the parity gate
+requires it to equal step.onnx bit for bit.
 Torch side: imports torch; the runtime side (export/runtime.py) does not.
 """
 from __future__ import annotations
@@ -49,6 +51,13 @@ class StepGraph(nn.Module):
         return h2, c2, top_items, top_scores
 
 
+def scoring_vector(model: LSTMRecommender, q: torch.Tensor) -> torch.Tensor:
+    """The vector a two-stage bundle's index searches with: the query (cosine models: scaled unit vector)."""
+    if model.cfg.cosine > 0:
+        q = model.cfg.cosine * nn.functional.normalize(q, dim=-1)
+    return q
+
+
 class QueryGraph(nn.Module):
     """The model's own ``step`` with its scoring replaced by the scoring vector it would score with
     (cosine models: the scaled unit vector), for two-stage bundles: outputs (h, c, query)."""
@@ -62,12 +71,74 @@ class QueryGraph(nn.Module):
         self.model.score = self._query
 
     def _query(self, q, items):
-        if self.model.cfg.cosine > 0:
-            q = self.model.cfg.cosine * nn.functional.normalize(q, dim=-1)
-        return q
+        return scoring_vector(self.model, q)
 
     def forward(self, item, event_type, gap, h, c, window=None):
         return self.model.step(item, event_type, gap, h, c, window)
+
+
+class RunGraph(nn.Module):
+    """B users' runs of up to T events in one call (export/contract.py): the model's own fused
+    ``nn.LSTM`` over [B, T] (one ONNX ``LSTM`` node, which loops over the steps natively; the
+    ``length`` input is spliced in after export), then the step's head on the scored rows only: the
+    top list (``StepGraph``) or, with ``query``, the scoring vector (``QueryGraph``)."""
+
+    def __init__(self, model: LSTMRecommender, n_top: int, query: bool = False):
+        super().__init__()
+        if query and model.cfg.transitions > 0:
+            QueryGraph(model)  # raises the clear error
+        self.model, self.n_top, self.query = model, n_top, query
+        reserved = torch.zeros(model.cfg.n_items)
+        reserved[:2] = float("-inf")
+        self.register_buffer("reserved", reserved)
+
+    def forward(self, item, event_type, gap, h, c, rows, window=None):
+        m = self.model
+        out, (h2, c2) = m.lstm(m._embed(item, event_type, gap), (h, c))
+        o = out.reshape(-1, out.shape[-1]).index_select(0, rows)
+        it = item.reshape(-1).index_select(0, rows)
+        q = m.query(o, it, window)
+        if self.query:
+            return h2, c2, scoring_vector(m, q)
+        top_scores, top_items = torch.topk(m.score(q, it) + self.reserved, self.n_top, dim=1)
+        return h2, c2, top_items, top_scores
+
+
+def export_runs_onnx(model: LSTMRecommender, path: Path, n_top: int, query: bool = False) -> None:
+    """Write the runs graph: ``RunGraph`` traced at B=2, T=3, then every ``LSTM`` node given the
+    ``length`` input (torch exports nn.LSTM without sequence lengths; ONNX Runtime then stops each
+    user's recurrence at its own length, and h_out/c_out are each user's state after its last event)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    cfg = model.cfg
+    b, t = 2, 3
+    attention = attention_of(model)
+    args = (torch.ones(b, t, dtype=torch.int64), torch.ones(b, t, dtype=torch.int64),
+            torch.zeros(b, t, dtype=torch.int64), torch.zeros(cfg.layers, b, cfg.hidden),
+            torch.zeros(cfg.layers, b, cfg.hidden), torch.arange(b * t, dtype=torch.int64))
+    if attention > 0:
+        args += (torch.arange(b * t * attention, dtype=torch.int64).reshape(b * t, attention) % cfg.n_items,)
+    names = [x.name for x in contract.run_inputs(attention)][:-1]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(RunGraph(model.eval(), n_top, query).eval(), args, str(path), dynamo=False,
+                          opset_version=contract.OPSET, input_names=names,
+                          output_names=[x.name for x in contract.run_outputs(query)],
+                          dynamic_axes=contract.run_dynamic_axes(attention, query), do_constant_folding=True)
+    graph = onnx.load(str(path))
+    lstms = [n for n in graph.graph.node if n.op_type == "LSTM"]
+    if len(lstms) != cfg.layers:
+        raise RuntimeError(f"the runs graph has {len(lstms)} LSTM nodes for {cfg.layers} layers (torch's export changed?)")
+    length = contract.RUN_LENGTH
+    graph.graph.input.append(helper.make_tensor_value_info(length.name, TensorProto.INT32, ["B"]))
+    for node in lstms:  # inputs: X, W, R, B, sequence_lens, initial_h, initial_c
+        ins = list(node.input) + [""] * (7 - len(node.input))
+        ins[4] = length.name
+        del node.input[:]
+        node.input.extend(ins)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
 
 
 def item_table(model: LSTMRecommender) -> "np.ndarray":
@@ -133,14 +204,15 @@ def write_index(model: LSTMRecommender, out: Path, spec: ann.IndexSpec, n_top: i
 
 def write_bundle(ckpt: Checkpoint, out: Path, k: int, m: int, model_id: str | None = None,
                  index: ann.IndexSpec | None = None) -> Manifest:
-    """Write step.onnx, vocabularies and manifest into ``out`` (an empty folder); with ``index``, the
+    """Write step.onnx, runs.onnx, vocabularies and manifest into ``out`` (an empty folder); with ``index``, the
     query graph, the item table and the index (a two-stage bundle)."""
     cfg = ckpt.model.cfg
     n_top = min(k + m, cfg.n_items - 2)
     export_onnx(ckpt.model, out / contract.STEP_FILE, n_top, query=index is not None)
+    export_runs_onnx(ckpt.model, out / contract.RUNS_FILE, n_top, query=index is not None)
     ckpt.items.save(out / contract.ITEMS_FILE)
     ckpt.types.save(out / contract.TYPES_FILE)
-    names = [contract.STEP_FILE, contract.ITEMS_FILE, contract.TYPES_FILE]
+    names = [contract.STEP_FILE, contract.RUNS_FILE, contract.ITEMS_FILE, contract.TYPES_FILE]
     entry = {}
     if index is not None:
         entry = write_index(ckpt.model, out, index, n_top)

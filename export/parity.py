@@ -7,6 +7,8 @@ tolerance. A batched ONNX step must also equal the same rows stepped one by one.
 report lists every check, so a mismatch shows each output that differs and by how much.
 A bundle with attention gets, on both sides, each step's recent-items window built by the serving
 rule (export/bundle_eval.py ``ServingWindows``), so the window input is part of every check.
+The runs graph (runs.onnx, what the runtime serves) must equal step.onnx bit for bit: the same
+sequences cut into uneven runs, scored rows in shuffled order, against the step graph event by event.
 A two-stage bundle is checked through its exact scan of the item table (``step(exact=True)``:
 the query graph and the table against PyTorch); its index is export/recall.py's gate.
 """
@@ -129,6 +131,7 @@ def check_parity(ckpt: Checkpoint, bundle_dir: Path, sequences: list[dict] | Non
         report.checks.extend(topk)
         worst[f"batch {batch}"] = max(errs.values())
     report.checks.extend(_batched_vs_rows(bundle, seqs))
+    report.checks.extend(_runs_vs_step(bundle, seqs))
     return report
 
 
@@ -163,3 +166,54 @@ def _batched_vs_rows(bundle: Bundle, seqs: list[dict], batch: int = 8, steps: in
     checks = [Check(f"batched vs one-by-one {k}", v, contract.TOLERANCE[k]) for k, v in err.items()]
     checks.append(Check("batched vs one-by-one top_items", float(id_mismatch), 0.0, "ids differing without a tie"))
     return checks
+
+
+def _runs_vs_step(bundle: Bundle, seqs: list[dict], batch: int = 8, steps: int = MIN_STEPS, seed: int = 0) -> list[Check]:
+    """runs.onnx over uneven runs (1 to 16 events per user and call, users skipping calls, rows shuffled)
+    against step.onnx event by event: every output equal bit for bit. The raw graph outputs (top list or,
+    for two-stage bundles, the query) are compared, so the index plays no part."""
+    if bundle.runs is None:
+        return []
+    ev = _event_matrix(seqs, batch, steps)
+    windows = ServingWindows(batch, bundle.manifest.m, bundle.attention)
+    h, c = bundle.init_state(batch)
+    ref_rows: dict[tuple[int, int], list[np.ndarray]] = {}
+    ref_windows: dict[tuple[int, int], np.ndarray] = {}
+    for t in range(steps):  # the reference: step.onnx, all users, one event per call
+        win = windows.after(range(batch), ev[0, t])
+        h, c, *per_row = bundle.session.run(None, bundle.feeds(ev[0, t], ev[1, t], ev[2, t], h, c, win))
+        for b in range(batch):
+            ref_rows[b, t] = [x[b] for x in per_row]
+            if win is not None:
+                ref_windows[b, t] = win[b]
+    ref_state = (h, c)
+    rng = np.random.default_rng(seed)
+    done = np.zeros(batch, np.int64)
+    rh, rc = bundle.init_state(batch)
+    differing = compared = 0
+    while (done < steps).any():
+        users = [b for b in range(batch) if done[b] < steps and rng.random() < 0.8] or [int(np.argmin(done))]
+        length = np.array([min(int(rng.integers(1, 17)), steps - done[b]) for b in users], np.int32)
+        T = int(length.max())
+        mats = np.zeros((3, len(users), T), np.int64)
+        cells = [(j, t) for j in range(len(users)) for t in range(length[j])]
+        for j, b in enumerate(users):
+            mats[:, j, :length[j]] = ev[:, done[b]:done[b] + length[j], b]
+        order = rng.permutation(len(cells))
+        rows = np.array([cells[o][0] * T + cells[o][1] for o in order], np.int64)
+        feeds = {"item": mats[0], "event_type": mats[1], "gap": mats[2], "h": rh[:, users], "c": rc[:, users],
+                 "rows": rows, "length": length}
+        if bundle.attention > 0:
+            feeds["window"] = np.stack([ref_windows[users[cells[o][0]], done[users[cells[o][0]]] + cells[o][1]]
+                                        for o in order])
+        h2, c2, *per_row = bundle.runs.run(None, feeds)
+        rh[:, users], rc[:, users] = h2, c2
+        for r, o in enumerate(order):
+            j, t = cells[o]
+            for got, want in zip(per_row, ref_rows[users[j], done[users[j]] + t]):
+                compared += 1
+                differing += int(not np.array_equal(got[r], want))
+        done[users] += length
+    differing += int(not np.array_equal(rh, ref_state[0])) + int(not np.array_equal(rc, ref_state[1]))
+    return [Check("runs.onnx vs step.onnx (bit for bit)", float(differing), 0.0,
+                  f"{differing} of {compared + 2} outputs differ; uneven runs of up to 16 events")]

@@ -10,6 +10,13 @@ A bundle with attention over the recent-items window (``manifest.attention`` = A
 each user's window: ``step(..., window=contract.windows_of(seens, A))``, [B, A] int64, from the seen
 windows after this event was remembered (export/contract.py).
 
+Many events of each user in one call (the worker's micro-batches):
+``run(items, types, gaps, h, c, length, rows)`` with [B, T] event matrices steps each user b through
+its first ``length[b]`` events and scores the events ``rows`` (b*T + t): the bundle's ``runs.onnx``,
+one ONNX call; bundles without it (exported before it existed) step the same events one wave per t.
+When a bundle has ``runs.onnx``, ``step`` runs it too (T = 1): the export gate keeps it equal to
+step.onnx bit for bit, and one session serves every caller.
+
 A two-stage bundle (``manifest.index``, export/ann.py) answers the same ``step``: its graph gives
 the scoring vector, the item index gives candidates, and they are re-scored exactly here
 (``step(..., exact=True)`` scans the whole item table instead: the reference for parity and recall).
@@ -40,8 +47,10 @@ class Bundle:
     """A verified bundle: manifest, vocabularies and an ONNX Runtime session for the step."""
 
     def __init__(self, root: Path, manifest: Manifest, items: Vocab, types: Vocab,
-                 session: ort.InferenceSession, index=None, table: np.ndarray | None = None):
+                 session: ort.InferenceSession, index=None, table: np.ndarray | None = None,
+                 runs: ort.InferenceSession | None = None):
         self.root, self.manifest, self.items, self.types, self.session = root, manifest, items, types, session
+        self.runs = runs  # the runs graph's session (None: a bundle exported before runs.onnx)
         self.index, self.table = index, table  # two-stage bundles only
         self.full_scan_rows = 0  # rows the index found fewer than n_top items for (answered by the full scan)
 
@@ -61,11 +70,8 @@ class Bundle:
         verify_files(root, manifest)
         items = Vocab.load(root / contract.ITEMS_FILE)
         types = Vocab.load(root / contract.TYPES_FILE)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        session = ort.InferenceSession(str(root / contract.STEP_FILE), opts, providers=["CPUExecutionProvider"])
+        session = _session(root / contract.STEP_FILE, threads)
+        runs = _session(root / contract.RUNS_FILE, threads) if contract.RUNS_FILE in manifest.files else None
         index = table = None
         if manifest.indexed:
             from streamrec.export.ann import IndexUnavailable, ItemIndex
@@ -79,7 +85,7 @@ class Bundle:
             # memory-mapped (pages shared between processes, read on demand), as a plain ndarray: numpy's
             # memmap subclass costs microseconds per indexing call
             table = np.load(root / manifest.index["table"], mmap_mode="r", allow_pickle=False).view(np.ndarray)
-        bundle = cls(root, manifest, items, types, session, index, table)
+        bundle = cls(root, manifest, items, types, session, index, table, runs)
         bundle._check_dims()
         return bundle
 
@@ -111,8 +117,21 @@ class Bundle:
                 for sym, dim in zip(t.shape, shape):
                     if sym in sizes and isinstance(dim, int) and dim != sizes[sym]:
                         problems.append(f"{t.name} axis {sym} is {dim} in the graph, {sizes[sym]} in the manifest")
+        if self.runs is not None:
+            problems += self._runs_problems()
         if problems:
             raise BundleError(f"bundle {self.root} refused: " + "; ".join(problems))
+
+    def _runs_problems(self) -> list[str]:
+        m = self.manifest
+        ins = {i.name: i for i in self.runs.get_inputs()}
+        outs = {o.name: o for o in self.runs.get_outputs()}
+        want_in = tuple(t.name for t in contract.run_inputs(m.attention))
+        want_out = tuple(t.name for t in contract.run_outputs(m.indexed))
+        if set(ins) != set(want_in) or tuple(outs) != want_out:
+            return [f"{contract.RUNS_FILE} inputs/outputs {sorted(ins)}/{list(outs)} differ from the contract "
+                    f"{sorted(want_in)}/{list(want_out)}"]
+        return []
 
     def _index_problems(self, outs: dict) -> list[str]:
         m, problems = self.manifest, []
@@ -158,6 +177,12 @@ class Bundle:
                  "gap": np.ascontiguousarray(gap, dtype=np.int64),
                  "h": np.ascontiguousarray(h, dtype=np.float32),
                  "c": np.ascontiguousarray(c, dtype=np.float32)}
+        feeds.update(self._window(window, feeds["item"].shape[0]))
+        return feeds
+
+    def _window(self, window: np.ndarray | None, rows: int) -> dict[str, np.ndarray]:
+        """{"window": [rows, A] int64} for an attention bundle, {} for others; ValueError when it is
+        missing, misshapen, or given to a bundle that takes none."""
         a = self.manifest.attention
         if a > 0:
             if window is None:
@@ -165,24 +190,81 @@ class Bundle:
                                  f"window=[B, {a}] int64 (export.contract.windows_of(seen windows, {a}), the seen "
                                  "windows after this event was remembered)")
             window = np.ascontiguousarray(window, dtype=np.int64)
-            if window.shape != (feeds["item"].shape[0], a):
-                raise ValueError(f"window has shape {list(window.shape)}, expected [{feeds['item'].shape[0]}, {a}] "
+            if window.shape != (rows, a):
+                raise ValueError(f"window has shape {list(window.shape)}, expected [{rows}, {a}] "
                                  f"(one row of {a} items per event)")
-            feeds["window"] = window
-        elif window is not None:
+            return {"window": window}
+        if window is not None:
             raise ValueError("this bundle's model does not attend over a window (manifest attention=0): "
                              "pass no window")
-        return feeds
+        return {}
 
     def step(self, item: np.ndarray, event_type: np.ndarray, gap: np.ndarray,
              h: np.ndarray, c: np.ndarray, exact: bool = False, window: np.ndarray | None = None) -> StepResult:
         """Step B events; ``exact`` (two-stage bundles) scans the whole item table instead of the index.
         ``window`` [B, A] int64: attention bundles only, and required there (see ``feeds``)."""
         feeds = self.feeds(item, event_type, gap, h, c, window)
+        if self.runs is not None:  # T = 1: one event per user, every row scored
+            n = feeds["item"].shape[0]
+            for name in ("item", "event_type", "gap"):
+                feeds[name] = feeds[name][:, None]
+            feeds["rows"] = np.arange(n, dtype=np.int64)
+            feeds["length"] = np.ones(n, np.int32)
+            return self._finish(self.runs.run(None, feeds), exact)
+        return self._finish(self.session.run(None, feeds), exact)
+
+    def run(self, item: np.ndarray, event_type: np.ndarray, gap: np.ndarray, h: np.ndarray, c: np.ndarray,
+            length: np.ndarray, rows: np.ndarray, window: np.ndarray | None = None, exact: bool = False) -> StepResult:
+        """Step user b of B through its first ``length[b]`` events of the [B, T] matrices (each >= 1) and
+        score the events ``rows`` [R] (b*T + t; serving scores all of them): h/c [L, B, H] after each
+        user's last event, top lists [R, N] in ``rows`` order. ``window`` [R, A]: row r's window,
+        attention bundles only. One call of runs.onnx; bundles without it step one wave per t."""
+        item = np.ascontiguousarray(item, dtype=np.int64)
+        length = np.ascontiguousarray(length, dtype=np.int32)
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        if item.ndim != 2 or length.shape != item.shape[:1] or rows.ndim != 1:
+            raise ValueError(f"run takes [B, T] events, length [B] and rows [R]; got {list(item.shape)}, "
+                             f"{list(length.shape)}, {list(rows.shape)}")
+        if length.min(initial=1) < 1 or length.max(initial=1) > item.shape[1]:
+            raise ValueError(f"every length must be in [1, T={item.shape[1]}]")
+        if self.runs is None:
+            return self._run_in_waves(item, event_type, gap, h, c, length, rows, window, exact)
+        feeds = {"item": item, "event_type": np.ascontiguousarray(event_type, dtype=np.int64),
+                 "gap": np.ascontiguousarray(gap, dtype=np.int64), "h": np.ascontiguousarray(h, dtype=np.float32),
+                 "c": np.ascontiguousarray(c, dtype=np.float32), "rows": rows, "length": length}
+        feeds.update(self._window(window, len(rows)))  # one window row per scored event
+        return self._finish(self.runs.run(None, feeds), exact)
+
+    def _run_in_waves(self, item, event_type, gap, h, c, length, rows, window, exact) -> StepResult:
+        """``run`` for bundles without runs.onnx: wave t steps every user with more than t events."""
+        B, T = item.shape
+        at = {int(r): j for j, r in enumerate(rows.tolist())}
+        h, c = np.array(h, np.float32), np.array(c, np.float32)
+        n = self.manifest.n_top
+        top_i, top_s = np.zeros((len(rows), n), np.int64), np.zeros((len(rows), n), np.float32)
+        event_type, gap = np.asarray(event_type, np.int64), np.asarray(gap, np.int64)
+        for t in range(T):
+            users = np.flatnonzero(length > t)
+            pick = [at.get(int(b) * T + t) for b in users]
+            win = None
+            if self.manifest.attention > 0:
+                if window is None or None in pick:
+                    raise ValueError("an attention bundle needs a window for every event it steps: score every "
+                                     "event (rows), each with its window")
+                win = window[pick]
+            out = self.step(item[users, t], event_type[users, t], gap[users, t], h[:, users], c[:, users],
+                            exact=exact, window=win)
+            h[:, users], c[:, users] = out.h, out.c
+            for j, r in enumerate(pick):
+                if r is not None:
+                    top_i[r], top_s[r] = out.top_items[j], out.top_scores[j]
+        return StepResult(h, c, top_i, top_s)
+
+    def _finish(self, outs: list[np.ndarray], exact: bool) -> StepResult:
+        """The session's outputs as a StepResult; two-stage bundles look the query up in the index."""
         if not self.indexed:
-            h2, c2, ti, ts = self.session.run(list(contract.OUTPUT_NAMES), feeds)
-            return StepResult(h2, c2, ti, ts)
-        h2, c2, q = self.session.run(list(contract.QUERY_OUTPUT_NAMES), feeds)
+            return StepResult(*outs)
+        h2, c2, q = outs
         q = self.augment(q)
         ti, ts = self.top_exact(q) if exact else self.top_indexed(q)
         return StepResult(h2, c2, ti, ts)
@@ -222,6 +304,14 @@ class Bundle:
                     else np.argsort(-scores, axis=1))
             top_i[a:a + rows], top_s[a:a + rows] = _best(keep + 2, np.take_along_axis(scores, keep, 1), n)
         return top_i, top_s
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _best(ids: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

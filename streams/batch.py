@@ -7,8 +7,8 @@ The worker's hot path is a pipeline over micro-batches (``streams/worker.py`` wi
                               the users' new states, counts
 
 ``plan_batch`` is that middle part. It steps the whole batch with ``streams.logic.process``
-(wave w holds every user's w-th event: one ONNX call per wave, each user's events in order),
-so its results equal stepping the events one at a time; a batch that fails in the model is
+(every user's run of events in one ONNX call of the bundle's runs graph, each user's events in
+order), so its results equal stepping the events one at a time; a batch that fails in the model is
 stepped again one event at a time, so that only the events that fail become dead letters
 (``processing_error``) and the others go on.
 
@@ -25,7 +25,7 @@ from typing import Protocol
 
 from streamrec.export.runtime import Bundle
 from streamrec.streams import codec
-from streamrec.streams.logic import DUPLICATE, REDELIVERED, Recommendation, already_applied, process
+from streamrec.streams.logic import DUPLICATE, REDELIVERED, Recommendation, process
 from streamrec.streams.partitioner import KeyPartitioner, wrong_partition_message
 from streamrec.streams.state import UserState
 
@@ -114,7 +114,7 @@ def plan_batch(bundle: Bundle, records: Sequence[RecordLike], states: Mapping[by
     good = [i for i, d in enumerate(decoded) if isinstance(d, codec.Parsed)]
     recs, new_states, failed = _step(bundle, records, decoded, good, states, rules)
     plan = Plan(outcomes=[""] * len(records))
-    before: dict[bytes, UserState | None] = {}
+    last: dict[bytes, int] = {}  # user key -> record index of its last applied event
     for i, d in enumerate(decoded):
         r = records[i]
         if i in failed:
@@ -125,54 +125,57 @@ def plan_batch(bundle: Bundle, records: Sequence[RecordLike], states: Mapping[by
                                  codec.encode_dead_letter(r.key, r.value, r, d, now_ms)))
             continue
         assert r.key is not None  # parse_event rejects keyless records
-        prior = before[r.key] if r.key in before else states.get(r.key)
         rec = recs[i]
-        if rec is None:  # applied before: a duplicate event id or a redelivered offset
-            plan.outcomes[i] = already_applied(prior, d.event_id, (rules.slots[r.topic], r.offset)) or REDELIVERED
+        if isinstance(rec, str):  # applied before: a duplicate event id or a redelivered offset
+            plan.outcomes[i] = rec
             continue
-        new = new_states[i]
-        before[r.key] = new
+        last[r.key] = i
         plan.outcomes[i] = EMITTED
-        plan.states[r.key] = (i, r.partition, new)
         plan.stream_time = max(plan.stream_time, rec.event_ts)
         plan.event_times.append(rec.event_ts)
         plan.outputs.append((i, rules.output_topic, r.key, codec.encode_recommendation(
             rec.user_id, rec.items, rec.scores, rules.model_version, r, rec.event_ts, now_ms)))
+    for key, i in last.items():
+        plan.states[key] = (i, records[i].partition, new_states[key])
     return plan
 
 
 def _step(bundle: Bundle, records: Sequence[RecordLike], decoded: Sequence[codec.Parsed | codec.Rejected],
           good: list[int], states: Mapping[bytes, UserState | None], rules: Rules
-          ) -> tuple[dict[int, Recommendation | None], dict[int, UserState], dict[int, codec.Rejected]]:
-    """``process`` over the valid records; if it fails, one record at a time (users' states carried)."""
+          ) -> tuple[dict[int, Recommendation | str], dict[bytes, UserState], dict[int, codec.Rejected]]:
+    """``process`` over the valid records: each one's recommendation or skip reason (``DUPLICATE``,
+    ``REDELIVERED``), each stepped user key's new state, and the records that failed. If the batch
+    fails, its records are stepped one at a time (users' states carried), so only those that fail
+    become dead letters."""
     if not good:
         return {}, {}, {}
-    parsed = [decoded[i] for i in good]
-
-    def run(idx: list[int], items: list[codec.Parsed], given: Mapping[bytes, UserState | None]):
-        return process(bundle, [given.get(records[i].key) for i in idx], [p.event for p in items],  # type: ignore[arg-type]
-                       event_ids=[p.event_id for p in items],
-                       positions=[(rules.slots[records[i].topic], records[i].offset) for i in idx], k=rules.k)
-
+    parsed: list[codec.Parsed] = [decoded[i] for i in good]  # type: ignore[misc]
+    position = lambda i: (rules.slots[records[i].topic], records[i].offset)  # noqa: E731
     try:
-        new_states, recs = run(good, parsed, states)  # type: ignore[arg-type]
-        return dict(zip(good, recs)), dict(zip(good, new_states)), {}
+        out = process(bundle, [states.get(records[i].key) for i in good], [p.event for p in parsed],  # type: ignore[arg-type]
+                      event_ids=[p.event_id for p in parsed], positions=[position(i) for i in good], k=rules.k)
+        key_of = {p.event.user_id: records[i].key for i, p in zip(good, parsed)}
+        return ({i: out.skipped[j] or out.recs[j] for j, i in enumerate(good)},  # type: ignore[misc]
+                {key_of[u]: s for u, s in out.states.items()}, {})
     except Exception as exc:  # a bug or a broken model: find the events that fail, keep the others
         log.warning("stepping a batch of %d events failed (%r): stepping them one at a time", len(good), exc)
-    current = dict(states)
-    out_recs: dict[int, Recommendation | None] = {}
-    out_states: dict[int, UserState] = {}
+    current: dict[bytes, UserState | None] = dict(states)
+    stepped: dict[bytes, UserState] = {}
+    out_recs: dict[int, Recommendation | str] = {}
     failed: dict[int, codec.Rejected] = {}
     for i, p in zip(good, parsed):
+        key = records[i].key
         try:
-            (new,), (rec,) = run([i], [p], current)  # type: ignore[list-item]
+            one = process(bundle, [current.get(key)], [p.event], event_ids=[p.event_id],  # type: ignore[arg-type]
+                          positions=[position(i)], k=rules.k)
         except Exception as exc:  # noqa: BLE001 - kept as the event's dead letter
             log.exception("processing %s:%d@%d failed", records[i].topic, records[i].partition, records[i].offset)
             failed[i] = codec.Rejected(codec.PROCESSING_ERROR, repr(exc)[:500])
             continue
-        current[records[i].key] = new  # type: ignore[index]
-        out_recs[i], out_states[i] = rec, new
-    return out_recs, out_states, failed
+        out_recs[i] = one.skipped[0] or one.recs[0]  # type: ignore[assignment]
+        if one.skipped[0] is None:
+            current[key] = stepped[key] = one.states[p.event.user_id]  # type: ignore[index]
+    return out_recs, stepped, failed
 
 
 def silence(plan: Plan, quiet: set[int]) -> Plan:

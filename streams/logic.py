@@ -19,20 +19,23 @@ Rules (the same as offline evaluation through the bundle, ``export/bundle_eval.p
   Two checks: its ``event_id`` is in the user's recent ids (a producer sent it twice), or its
   ``position`` (source slot, offset) is at or before the last offset applied from that source
   (Kafka redelivered it after a crash: at-least-once commits offsets after the state is written);
-- several events of one user in a batch are applied in order (the batch is stepped in waves:
-  wave w holds every user's w-th event).
+- several events of one user in a batch are applied in order: each user's run of events is stepped
+  in one call of the bundle's runs graph (``Bundle.run``), whose outputs equal stepping the events
+  one at a time bit for bit (the export's gate).
 
-    new_states, recs = process(bundle, [table.get(u) for u in users], events)
+    out = process(bundle, [table.get(u) for u in users], events)  # out.states, out.recs, out.skipped
+    state, rec = step_one(bundle, table.get(user), event)
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from streamrec.export.contract import windows_of
-from streamrec.export.runtime import Bundle
+from streamrec.export.runtime import Bundle, StepResult
 from streamrec.model.events import Interaction
 from streamrec.model.gaps import gap_bucket
 from streamrec.model.vocab import OOV
@@ -77,57 +80,65 @@ def top_k(items: np.ndarray | Sequence[int], scores: np.ndarray | Sequence[float
     return out_items, out_scores
 
 
-#: Rows of one ONNX call at most: a wave wider than this is stepped in several calls. Per event, the
-#: step gets no faster beyond ~64 rows, and wider calls are slower on large catalogs (the
-#: [rows x items] score matrix leaves the cache: 40 us per event at 64 rows, 50 at 256, 59 at 1,024 for
-#: 12,102 items, measured with benchmarks/onnx_step.py's loop).
-STEP_ROWS = 64
+#: Scored events of one ONNX call at most: a batch with more is stepped in several calls, each
+#: holding whole users. Wider calls are slower per event on large catalogs (the [rows x items] score
+#: matrix leaves the cache: 40 us per event at 64 rows, 50 at 256, 59 at 1,024 for 12,102 items,
+#: measured with benchmarks/onnx_step.py's loop); a default micro-batch (256) is one call.
+RUN_ROWS = 256
 
 
-def _waves(events: Sequence[Interaction], rows: int = STEP_ROWS) -> list[list[int]]:
-    """Indices of ``events`` grouped so that wave w holds each user's w-th event (in batch order), each
-    wave cut into pieces of at most ``rows`` (distinct users: any cut keeps every user's order)."""
-    seen: dict[str, int] = {}
-    waves: list[list[int]] = []
-    for i, e in enumerate(events):
-        w = seen.get(e.user_id, 0)
-        seen[e.user_id] = w + 1
-        if w == len(waves):
-            waves.append([])
-        waves[w].append(i)
-    return [wave[j:j + rows] for wave in waves for j in range(0, len(wave), rows)]
+def _groups(lengths: Sequence[int], rows: int = RUN_ROWS) -> list[range]:
+    """Consecutive users cut into groups of at most ``rows`` events (a user with more is a group)."""
+    out, start, total = [], 0, 0
+    for b, n in enumerate(lengths):
+        if total and total + n > rows:
+            out.append(range(start, b))
+            start, total = b, 0
+        total += n
+    if lengths:
+        out.append(range(start, len(lengths)))
+    return out
 
 
-#: Why an event is not applied again (``already_applied``): a producer sent its event id twice,
+#: Why an event is not applied again (``Stepped.skipped``): a producer sent its event id twice,
 #: or Kafka delivered its offset again (after a crash, before the offset commit).
 DUPLICATE, REDELIVERED = "duplicate", "redelivered"
 
 
-def already_applied(state: UserState | None, event_id: str | None, position: Position | None) -> str | None:
-    """``DUPLICATE`` or ``REDELIVERED`` if the user's state already includes this event, else None."""
-    return _applied(state, None if event_id is None else event_id_hash(event_id), position)
+class Stepped(NamedTuple):
+    """What ``process`` returns for a batch."""
+
+    states: dict[str, UserState]  # user id -> state after the user's last applied event in the batch
+    recs: list[Recommendation | None]  # per event; None: applied before (see ``skipped``)
+    skipped: list[str | None]  # per event: ``DUPLICATE`` / ``REDELIVERED``, or None when applied
 
 
-def _applied(state: UserState | None, id_hash: int | None, position: Position | None) -> str | None:
-    """``already_applied`` with the event id's hash computed by the caller (once per event)."""
-    if state is None:
-        return None
-    if id_hash is not None and id_hash in state.recent_ids:
-        return DUPLICATE
-    if position is not None and position[1] <= state.offsets[position[0]]:
-        return REDELIVERED
-    return None
+class _Track:
+    """A user's serving rules carried through a batch (everything of the state but h and c)."""
+
+    __slots__ = ("fresh", "last_ts", "count", "seen", "recent", "offsets")
+
+    def __init__(self, state: UserState | None):
+        self.fresh = state is None
+        s = state or _NO_STATE
+        self.last_ts, self.count, self.seen, self.recent, self.offsets = (s.last_ts, s.count, s.seen, s.recent_ids,
+                                                                         s.offsets)
+
+
+_NO_STATE = UserState(h=np.zeros((1, 1), np.float32), c=np.zeros((1, 1), np.float32), last_ts=0, count=0, m=0)
 
 
 def process(bundle: Bundle, states: Sequence[UserState | None], events: Sequence[Interaction], *,
             event_ids: Sequence[str | None] | None = None, positions: Sequence[Position | None] | None = None,
-            k: int | None = None) -> tuple[list[UserState], list[Recommendation | None]]:
+            k: int | None = None) -> Stepped:
     """Apply ``events`` in order; ``states[i]`` is the stored state of ``events[i].user_id`` (or None).
 
     A user appearing several times is read from the state given with their first event (the
     later entries are ignored: within a batch the user's state is carried from event to event).
-    Returns the user's state after each event and each event's recommendation (None for a
-    redelivered event id). Inputs are never modified.
+    First the serving rules run per event in Python (redeliveries, gaps, seen windows); then every
+    user's run of events is stepped at once (``Bundle.run``: one ONNX call for up to ``RUN_ROWS``
+    events). Returns each stepped user's state after their last event, each event's recommendation
+    and why an event was skipped. Inputs are never modified.
     """
     if len(states) != len(events):
         raise ValueError(f"{len(states)} states for {len(events)} events")
@@ -138,66 +149,95 @@ def process(bundle: Bundle, states: Sequence[UserState | None], events: Sequence
     if any(p is not None and not 0 <= p[0] < SOURCES for p in where):
         raise ValueError(f"a position's source slot must be in [0, {SOURCES})")
     k = bundle.k if k is None else k
-    m, n_buckets, window_size = bundle.manifest.m, bundle.manifest.n_gap_buckets, bundle.manifest.attention
-    layers, hidden = bundle.manifest.layers, bundle.manifest.hidden
-    current: dict[str, UserState | None] = {}
+    m, n_buckets = bundle.manifest.m, bundle.manifest.n_gap_buckets
+    given: dict[str, UserState | None] = {}
     for state, event in zip(states, events):
-        current.setdefault(event.user_id, state)
-    new_states: list[UserState | None] = [None] * len(events)
-    recs: list[Recommendation | None] = [None] * len(events)
-    blank = initial_state(bundle)
-
-    # Per event, once for the batch: item and type indices, event-id hashes (the waves index into them).
-    items_all = bundle.items.indices(e.item_id for e in events)
-    types_all = bundle.types.indices(e.event_type for e in events)
-    item_of = items_all.tolist()
+        given.setdefault(event.user_id, state)
+    n = len(events)
+    recs: list[Recommendation | None] = [None] * n
+    skipped: list[str | None] = [None] * n
+    item_of = bundle.items.indices(e.item_id for e in events).tolist()
     hashes = [None if x is None else event_id_hash(x) for x in ids]
+
+    # 1. The rules, event by event, without the model: which events apply, their gaps and seen windows.
+    track: dict[str, _Track] = {}
+    runs: dict[str, list[int]] = {}
+    gaps, seens = [0] * n, [()] * n
+    for i, e in enumerate(events):
+        tr = track.get(e.user_id)
+        if tr is None:
+            tr = track[e.user_id] = _Track(given[e.user_id])
+        if not tr.fresh:
+            if hashes[i] is not None and hashes[i] in tr.recent:
+                skipped[i] = DUPLICATE
+                continue
+            if where[i] is not None and where[i][1] <= tr.offsets[where[i][0]]:
+                skipped[i] = REDELIVERED
+                continue
+        gaps[i] = gap_bucket(None if tr.fresh else e.ts - tr.last_ts, n_buckets)
+        if item_of[i] > OOV:  # unknown items never enter the seen window
+            tr.seen = remember(tr.seen, item_of[i], m)
+        seens[i] = tr.seen
+        if hashes[i] is not None:
+            tr.recent = remember(tr.recent, hashes[i], RECENT_IDS)
+        if where[i] is not None:
+            slot, offset = where[i]
+            tr.offsets = tr.offsets[:slot] + (max(tr.offsets[slot], offset),) + tr.offsets[slot + 1:]
+        tr.last_ts, tr.count, tr.fresh = max(tr.last_ts, e.ts), tr.count + 1, False
+        runs.setdefault(e.user_id, []).append(i)
+
+    # 2. Each group of users' runs in one call; 3. top-k per event, each user's state after its last.
+    users = list(runs)
+    new_states: dict[str, UserState] = {}
+    blank = initial_state(bundle)
+    types_all = bundle.types.indices(e.event_type for e in events)
     tokens = bundle.items.tokens
-    for wave in _waves(events):
-        active: list[int] = []
-        starts: list[UserState] = []
-        gaps: list[int] = []
-        for i in wave:
-            state = current[events[i].user_id]
-            if state is None:
-                active.append(i)
-                starts.append(blank)
-                gaps.append(gap_bucket(None, n_buckets))
-            elif _applied(state, hashes[i], where[i]):
-                new_states[i] = state  # applied before: nothing changes, nothing is emitted
-            else:
-                active.append(i)
-                starts.append(state)
-                gaps.append(gap_bucket(events[i].ts - state.last_ts, n_buckets))
-        if not active:
-            continue
-        # the seen window after this event (unknown items never enter it): the step's attention window
-        # (its newest entries) and the state's filter
-        seens = [remember(s.seen, item_of[i], m) if item_of[i] > OOV else s.seen for i, s in zip(active, starts)]
-        rows = len(active)
-        if rows == 1:  # a lone user's event (bursts step one row at a time): views, no copies
-            h, c = starts[0].h[:, None, :], starts[0].c[:, None, :]
-        else:
-            h = np.empty((layers, rows, hidden), np.float32)
-            c = np.empty((layers, rows, hidden), np.float32)
-            for j, s in enumerate(starts):
-                h[:, j] = s.h
-                c[:, j] = s.c
-        window = {"window": windows_of(seens, window_size)} if window_size else {}  # attention bundles only
-        out = bundle.step(items_all[active], types_all[active], np.array(gaps, dtype=np.int64), h, c, **window)
+    for group in _groups([len(runs[u]) for u in users]):
+        members = [users[b] for b in group]
+        applied = sorted(i for u in members for i in runs[u])  # batch order
+        out = _run(bundle, members, runs, applied, item_of, types_all, gaps, seens, given, blank)
         top_rows, score_rows = out.top_items.tolist(), out.top_scores.tolist()
-        h_new, c_new = out.h.transpose(1, 0, 2).copy(), out.c.transpose(1, 0, 2).copy()  # [B, L, H]
-        for j, i in enumerate(active):
-            s, e, seen = starts[j], events[i], seens[j]
-            top, scores = top_k(top_rows[j], score_rows[j], seen, k)
-            recent = s.recent_ids if hashes[i] is None else remember(s.recent_ids, hashes[i], RECENT_IDS)
-            offsets = s.offsets
-            if where[i] is not None:
-                slot, offset = where[i]
-                offsets = offsets[:slot] + (max(offsets[slot], offset),) + offsets[slot + 1:]
-            new = UserState.trusted(h=h_new[j], c=c_new[j], last_ts=max(s.last_ts, e.ts), count=s.count + 1, m=m,
-                                    seen=seen, top_items=tuple(top), top_scores=np.array(scores, np.float32),
-                                    recent_ids=recent, offsets=offsets)
-            current[e.user_id] = new_states[i] = new
+        last_top: dict[str, tuple[list[int], list[float]]] = {}
+        for j, i in enumerate(applied):
+            e = events[i]
+            top, scores = top_k(top_rows[j], score_rows[j], seens[i], k)
+            last_top[e.user_id] = (top, scores)
             recs[i] = Recommendation(e.user_id, tokens(top), tuple(scores), e.ts)
-    return new_states, recs  # type: ignore[return-value]  # every slot was filled above
+        h_new, c_new = out.h.transpose(1, 0, 2).copy(), out.c.transpose(1, 0, 2).copy()  # [B, L, H]
+        for b, u in enumerate(members):
+            tr, (top, scores) = track[u], last_top[u]
+            new_states[u] = UserState.trusted(h=h_new[b], c=c_new[b], last_ts=tr.last_ts, count=tr.count, m=m,
+                                              seen=tr.seen, top_items=tuple(top),
+                                              top_scores=np.array(scores, np.float32), recent_ids=tr.recent,
+                                              offsets=tr.offsets)
+    return Stepped(new_states, recs, skipped)
+
+
+def _run(bundle: Bundle, members: list[str], runs: dict[str, list[int]], applied: list[int], item_of: list[int],
+         types_all: np.ndarray, gaps: list[int], seens: list[tuple[int, ...]], given: dict[str, UserState | None],
+         blank: UserState) -> StepResult:
+    """One ``Bundle.run`` call for ``members``' runs: [B, T] matrices, scored rows in batch order."""
+    lengths = [len(runs[u]) for u in members]
+    B, T = len(members), max(lengths)
+    flat = np.empty(len(item_of), np.int64)
+    for b, u in enumerate(members):
+        flat[runs[u]] = np.arange(b * T, b * T + len(runs[u]))
+    rows = flat[applied]
+    mats = np.zeros((3, B * T), np.int64)
+    mats[0, rows] = np.asarray(item_of)[applied]
+    mats[1, rows] = types_all[applied]
+    mats[2, rows] = np.asarray(gaps)[applied]
+    starts = [given[u] or blank for u in members]
+    h = np.stack([s.h for s in starts], axis=1)
+    c = np.stack([s.c for s in starts], axis=1)
+    a = bundle.manifest.attention
+    window = windows_of([seens[i] for i in applied], a) if a else None  # attention bundles only
+    return bundle.run(mats[0].reshape(B, T), mats[1].reshape(B, T), mats[2].reshape(B, T), h, c,
+                     np.array(lengths, np.int32), rows, window=window)
+
+
+def step_one(bundle: Bundle, state: UserState | None, event: Interaction, *, event_id: str | None = None,
+             position: Position | None = None, k: int | None = None) -> tuple[UserState | None, Recommendation | None]:
+    """One event: the user's state after it (the given one if it was applied before) and its recommendation."""
+    out = process(bundle, [state], [event], event_ids=[event_id], positions=[position], k=k)
+    return out.states.get(event.user_id, state), out.recs[0]

@@ -47,7 +47,7 @@ def test_index_round_trips_through_the_bundle(bundles, trained):
     mf = json.loads((bundles["hnsw"] / contract.MANIFEST_FILE).read_text())
     ix = mf["index"]
     assert ix["kind"] == "hnsw" and ix["library"] == "faiss-cpu" and ix["params"]["M"] == 8
-    assert set(mf["files"]) == {"step.onnx", "items.json", "event_types.json", ix["file"], ix["table"]}
+    assert set(mf["files"]) == {"step.onnx", "runs.onnx", "items.json", "event_types.json", ix["file"], ix["table"]}
     assert ix["dim"] == ckpt.model.cfg.dim + 1 and ix["candidates"] == K + M
     assert set(ix["recall"]) >= {"recall@10", f"recall@{K + M}", "states", "threshold"}
     b = Bundle.load(bundles["hnsw"])

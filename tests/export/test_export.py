@@ -1,5 +1,6 @@
 """Export -> bundle -> runtime: parity with PyTorch, refusal of bad bundles, torch-free runtime."""
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -47,7 +48,7 @@ def test_manifest_and_files(bundle_dir, trained):
     m = json.loads((bundle_dir / "manifest.json").read_text())
     assert m["layers"] == 2 and m["hidden"] == ckpt.model.cfg.hidden and m["n_items"] == len(ckpt.items)
     assert m["k"] == 10 and m["n_top"] == len(ckpt.items) - 2
-    assert set(m["files"]) == {"step.onnx", "items.json", "event_types.json"}
+    assert set(m["files"]) == {"step.onnx", "runs.onnx", "items.json", "event_types.json"}
     assert m["model_version"].startswith(m["model_id"])
     b = Bundle.load(bundle_dir)
     h, c = b.init_state(3)
@@ -300,3 +301,81 @@ def test_bundle_metrics_equal_checkpoint_metrics(trained, bundle_dir):
     assert got["n_targets"] == ref["n_targets"] > 100
     for key in ("HR@10", "NDCG@10", "MRR@10"):
         assert round(got[key], 4) == round(ref[key], 4), key
+
+
+def _rehash(bundle: Path) -> None:
+    """Recompute the manifest's checksums after a file was swapped on purpose."""
+    from streamrec.export.manifest import sha256_file
+
+    m = json.loads((bundle / "manifest.json").read_text())
+    m["files"] = {name: sha256_file(bundle / name) for name in m["files"]}
+    (bundle / "manifest.json").write_text(json.dumps(m))
+
+
+def test_the_runs_graph_is_one_lstm_node_per_layer_and_serves_step(bundle_dir, trained):
+    import onnx
+
+    ckpt, _ = trained
+    graph = onnx.load(str(bundle_dir / contract.RUNS_FILE)).graph
+    lstms = [n for n in graph.node if n.op_type == "LSTM"]
+    assert len(lstms) == ckpt.model.cfg.layers == 2 and all(n.input[4] == "length" for n in lstms)
+    b = Bundle.load(bundle_dir)
+    assert b.runs is not None and {i.name for i in b.runs.get_inputs()} == {t.name for t in contract.run_inputs()}
+    # run: two users, 3 and 1 events, rows in any order, equal to step.onnx event by event
+    items, types, gaps = np.array([[2, 5, 7], [9, 0, 0]]), np.array([[1, 2, 1], [2, 0, 0]]), np.array([[0, 3, 1], [0, 0, 0]])
+    h, c = b.init_state(2)
+    out = b.run(items, types, gaps, h, c, np.array([3, 1]), np.array([3, 0, 2, 1]))
+    ref = {}
+    for t in range(3):
+        users = [0, 1] if t == 0 else [0]
+        h2, c2, ti, ts = b.session.run(None, b.feeds(items[users, t], types[users, t], gaps[users, t],
+                                                      h[:, users], c[:, users]))
+        h[:, users], c[:, users] = h2, c2
+        for j, u in enumerate(users):
+            ref[u * 3 + t] = (ti[j], ts[j])
+    for r, flat in enumerate([3, 0, 2, 1]):
+        assert np.array_equal(out.top_items[r], ref[flat][0]) and np.array_equal(out.top_scores[r], ref[flat][1])
+    assert np.array_equal(out.h, h) and np.array_equal(out.c, c)
+    with pytest.raises(ValueError, match=r"length must be in \[1, T=3\]"):
+        b.run(items, types, gaps, h, c, np.array([3, 0]), np.array([0]))
+
+
+def test_a_runs_graph_that_differs_from_step_fails_parity(trained, bundle_dir, tmp_path):
+    """runs.onnx from a slightly different model (checksums made to match): the bit-for-bit gate fails,
+    though every tolerance check against torch would pass."""
+    import shutil
+
+    from streamrec.export.onnx_export import export_runs_onnx
+
+    ckpt, _ = trained
+    other = type(ckpt.model)(ckpt.model.cfg)
+    other.load_state_dict(ckpt.model.state_dict())
+    with torch.no_grad():
+        other.proj.bias.add_(1e-7)
+    bad = tmp_path / "bad"
+    shutil.copytree(bundle_dir, bad)
+    export_runs_onnx(other.eval(), bad / contract.RUNS_FILE, json.loads((bad / "manifest.json").read_text())["n_top"])
+    _rehash(bad)
+    report = check_parity(ckpt, bad)
+    assert [c.name for c in report.failures()] == ["runs.onnx vs step.onnx (bit for bit)"], report.text()
+
+
+def test_a_bundle_from_before_the_runs_graph_still_serves(bundle_dir, trained, tmp_path):
+    """Only step.onnx (bundles exported before runs.onnx): loads, steps, and ``run`` steps in waves."""
+    import shutil
+
+    bad = tmp_path / "old"
+    shutil.copytree(bundle_dir, bad)
+    (bad / contract.RUNS_FILE).unlink()
+    m = json.loads((bad / "manifest.json").read_text())
+    del m["files"][contract.RUNS_FILE]
+    (bad / "manifest.json").write_text(json.dumps(m))
+    old, new = Bundle.load(bad), Bundle.load(bundle_dir)
+    assert old.runs is None and new.runs is not None
+    items, types, gaps = np.array([[2, 5], [9, 4]]), np.array([[1, 2], [2, 1]]), np.array([[0, 3], [0, 2]])
+    h, c = new.init_state(2)
+    a = old.run(items, types, gaps, h, c, np.array([2, 1]), np.array([0, 1, 2]))
+    b = new.run(items, types, gaps, h, c, np.array([2, 1]), np.array([0, 1, 2]))
+    for x, y in zip((a.h, a.c, a.top_items, a.top_scores), (b.h, b.c, b.top_items, b.top_scores)):
+        assert np.array_equal(x, y)
+    assert check_parity(trained[0], bad).ok

@@ -37,7 +37,7 @@ from streamrec.streams.live_eval import (
     parse_input,
     parse_output,
 )
-from streamrec.streams.logic import process
+from streamrec.streams.logic import step_one
 from streamrec.streams.replay import Topics, encode_event, event_id, timestamp_order
 from tests.factories import small_events
 
@@ -68,7 +68,7 @@ def simulate(bundle: Bundle, events: list[Interaction], order: list[int] | None 
         log.add_input(rec)
     for n, i in enumerate(order if order is not None else range(len(sent))):
         e, rec = sent[i][0], inputs[i]
-        (states[e.user_id],), (r,) = process(bundle, [states.get(e.user_id)], [e])
+        states[e.user_id], r = step_one(bundle, states.get(e.user_id), e)
         part = hash(e.user_id) % partitions
         out = OutputRecord(part, out_offsets[part], 2_000 + 3 * n, e.user_id, r.items, r.scores, bundle.version,
                            rec.coords)

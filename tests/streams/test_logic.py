@@ -10,7 +10,7 @@ import pytest
 from streamrec.export.runtime import Bundle
 from streamrec.model.events import Interaction, by_user
 from streamrec.model.gaps import gap_bucket
-from streamrec.streams.logic import Recommendation, initial_state, process
+from streamrec.streams.logic import Recommendation, initial_state, process, step_one
 from streamrec.streams.state import UserState
 from tests.factories import small_events
 
@@ -23,9 +23,9 @@ def _one_by_one(bundle: Bundle, events: Sequence[Interaction], **kw: object
     stored: dict[str, UserState] = {}
     states, recs = [], []
     for i, e in enumerate(events):
-        extra = {name: [values[i]] for name, values in kw.items()}  # type: ignore[index]
-        (state,), (rec,) = process(bundle, [stored.get(e.user_id)], [e], **extra)  # type: ignore[arg-type]
-        stored[e.user_id] = state
+        extra = {name: values[i] for name, values in kw.items()}  # type: ignore[index]
+        state, rec = step_one(bundle, stored.get(e.user_id), e, **extra)  # type: ignore[arg-type]
+        stored[e.user_id] = state  # type: ignore[assignment]
         states.append(state)
         recs.append(rec)
     return states, recs
@@ -58,21 +58,56 @@ def test_one_user_equals_stepping_the_bundle_by_hand(bundle: Bundle, histories: 
     assert states[-1].count == len(events)
 
 
-def test_a_batch_of_many_users_equals_one_by_one(bundle: Bundle, histories: dict[str, list[Interaction]]) -> None:
-    # Interleave users round-robin so that every call steps a batch with several events per user.
-    events = [e for t in range(25) for seq in histories.values() if t < len(seq) for e in seq[t:t + 1]]
+def _last_by_user(events: Sequence[Interaction], states: Sequence[UserState]) -> dict[str, UserState]:
+    return {e.user_id: s for e, s in zip(events, states)}
+
+
+def _assert_same(a: UserState, b: UserState) -> None:
+    """Bit for bit: the runs graph equals stepping one event at a time exactly (the export's gate)."""
+    assert np.array_equal(a.h, b.h) and np.array_equal(a.c, b.c)
+    assert (a.last_ts, a.count, a.seen, a.top_items, a.recent_ids, a.offsets) == (
+        b.last_ts, b.count, b.seen, b.top_items, b.recent_ids, b.offsets)
+    assert np.array_equal(a.top_scores, b.top_scores)
+
+
+@pytest.mark.parametrize("interleave", [True, False], ids=["round-robin", "bursts"])
+def test_a_batch_of_many_users_equals_one_by_one(bundle: Bundle, histories: dict[str, list[Interaction]],
+                                                 interleave: bool) -> None:
+    # Round-robin: every call steps many users with several events each; bursts: each user's events
+    # back to back (runs of 25 events of one user, as ml-100k's sessions come).
+    events = ([e for t in range(25) for seq in histories.values() if t < len(seq) for e in seq[t:t + 1]]
+              if interleave else [e for seq in histories.values() for e in seq])
     alone_states, alone_recs = _one_by_one(bundle, events)
-    for size in (len(events), 97):  # the whole stream at once, and chunks (states carried between calls)
+    final = _last_by_user(events, alone_states)
+    for size in (len(events), 97, 7):  # the whole stream at once, and chunks (states carried between calls)
         stored: dict[str, UserState] = {}
         for a in range(0, len(events), size):
             chunk = events[a:a + size]
-            new, recs = process(bundle, [stored.get(e.user_id) for e in chunk], chunk)
-            for i, (e, state, rec) in enumerate(zip(chunk, new, recs)):
+            out = process(bundle, [stored.get(e.user_id) for e in chunk], chunk)
+            assert out.skipped == [None] * len(chunk) and set(out.states) == {e.user_id for e in chunk}
+            for i, rec in enumerate(out.recs):
                 expected = alone_recs[a + i]
-                _assert_matches(rec, list(expected.items), list(expected.scores))  # type: ignore[union-attr]
-                np.testing.assert_allclose(state.h, alone_states[a + i].h, atol=ATOL, rtol=0)
-                stored[e.user_id] = state
+                assert rec == expected  # items and scores bit for bit, the event's time
+            stored.update(out.states)
         assert {u: s.count for u, s in stored.items()} == {u: len(seq) for u, seq in histories.items()}
+        for u, state in stored.items():
+            _assert_same(state, final[u])
+
+
+def test_bundles_without_the_runs_graph_step_in_waves_with_the_same_results(
+        bundle: Bundle, histories: dict[str, list[Interaction]]) -> None:
+    """A bundle exported before runs.onnx (only step.onnx): ``Bundle.run`` steps one wave per t instead."""
+    import copy
+
+    old = copy.copy(bundle)
+    old.runs = None
+    events = [e for seq in list(histories.values())[:6] for e in seq] + [
+        e for t in range(25) for seq in list(histories.values())[6:] if t < len(seq) for e in seq[t:t + 1]]
+    new_out = process(bundle, [None] * len(events), events)
+    old_out = process(old, [None] * len(events), events)
+    assert old_out.recs == new_out.recs
+    for u, state in new_out.states.items():
+        _assert_same(old_out.states[u], state)
 
 
 def test_an_older_event_is_applied_in_arrival_order_with_gap_zero(bundle: Bundle) -> None:
@@ -127,21 +162,28 @@ def test_seen_window_is_bounded_and_never_recommended(bundle: Bundle, by_hand: C
 def test_redeliveries_change_nothing_and_emit_nothing(bundle: Bundle) -> None:
     t = 1_700_000_000_000
     a, b = Interaction("u", "i3", "browse", t), Interaction("u", "i4", "click", t + 1)
-    (s1,), _ = process(bundle, [None], [a], event_ids=["e1"], positions=[(0, 10)])
+    s1, _ = step_one(bundle, None, a, event_id="e1", position=(0, 10))
     # the same event id again (a producer retry, new offset), and the same offset again (a Kafka replay)
-    new, recs = process(bundle, [s1, s1], [a, a], event_ids=["e1", None], positions=[(0, 11), (0, 10)])
-    assert recs == [None, None] and new[0] is s1 and new[1] is s1
+    out = process(bundle, [s1, s1], [a, a], event_ids=["e1", None], positions=[(0, 11), (0, 10)])
+    assert out.recs == [None, None] and out.skipped == ["duplicate", "redelivered"] and out.states == {}
+    assert step_one(bundle, s1, a, event_id="e1", position=(0, 11)) == (s1, None)
     # an event from the other topic with a lower offset is new
-    (s2,), (rec,) = process(bundle, [s1], [b], event_ids=[None], positions=[(1, 3)])
-    assert rec is not None and s2.offsets == (10, 3) and s2.count == 2
+    s2, rec = step_one(bundle, s1, b, position=(1, 3))
+    assert rec is not None and s2 is not None and s2.offsets == (10, 3) and s2.count == 2
+    # in one batch: a new event, then its id again, then its offset again
+    c = Interaction("u", "i5", "click", t + 2)
+    out = process(bundle, [s2] * 3, [c, c, c], event_ids=["e9", "e9", None], positions=[(0, 20), (0, 21), (0, 20)])
+    assert out.skipped == [None, "duplicate", "redelivered"] and out.recs[0] is not None
+    assert out.states["u"].count == 3 and out.states["u"].offsets == (20, 3)
 
 
 def test_inputs_are_never_modified(bundle: Bundle) -> None:
     e = Interaction("u", "i3", "browse", 1_700_000_000_000)
-    (s1,), _ = process(bundle, [None], [e])
+    s1, _ = step_one(bundle, None, e)
+    assert s1 is not None
     before = s1.pack()
-    (s2,), _ = process(bundle, [s1], [Interaction("u", "i4", "browse", e.ts + 10)])
-    assert s1.pack() == before and s2 is not s1 and s2.count == 2
+    s2, _ = step_one(bundle, s1, Interaction("u", "i4", "browse", e.ts + 10))
+    assert s2 is not None and s1.pack() == before and s2 is not s1 and s2.count == 2
     assert not s2.h.flags.writeable
     blank = initial_state(bundle)
     assert blank.count == 0 and not blank.h.any() and blank.h.shape == (bundle.manifest.layers, bundle.manifest.hidden)
@@ -149,7 +191,7 @@ def test_inputs_are_never_modified(bundle: Bundle) -> None:
 
 def test_k_override_and_bad_arguments(bundle: Bundle) -> None:
     e = Interaction("u", "i3", "browse", 1_700_000_000_000)
-    (_,), (rec,) = process(bundle, [None], [e], k=3)
+    _, rec = step_one(bundle, None, e, k=3)
     assert rec is not None and len(rec.items) == 3
     with pytest.raises(ValueError, match="2 states for 1 events"):
         process(bundle, [None, None], [e])
@@ -184,8 +226,9 @@ def test_attention_bundles_get_the_window_after_the_event(attention_bundle: Bund
         np.testing.assert_allclose(state.h, step.h, atol=ATOL, rtol=0)
         assert list(state.seen) == step.seen
     batch = [e for t in range(25) for seq in histories.values() if t < len(seq) for e in seq[t:t + 1]]
+    batch += [e for seq in histories.values() for e in seq[::3]]  # and bursts: runs of one user
     alone_states, alone_recs = _one_by_one(b, batch)
-    new, recs = process(b, [None] * len(batch), batch)
-    for rec, expected, state, alone in zip(recs, alone_recs, new, alone_states):
-        _assert_matches(rec, list(expected.items), list(expected.scores))  # type: ignore[union-attr]
-        np.testing.assert_allclose(state.h, alone.h, atol=ATOL, rtol=0)
+    out = process(b, [None] * len(batch), batch)
+    assert out.recs == alone_recs
+    for u, state in _last_by_user(batch, alone_states).items():
+        _assert_same(out.states[u], state)
