@@ -22,7 +22,7 @@ CATEGORIES: list[tuple[str, str]] = [
     ("start-up (imports, bundle load)", r"_find_and_load|Bundle\.load|load_bundle \("),
     ("idle (waiting for events or Kafka)", r"(select|poll|epoll)\b[^;]*\([^;]*selectors\.py[^;]*$|"
                                             r"BaseSelectorEpoll|EpollSelector\.select|concurrent/futures/thread\.py:\d+\)$"),
-    ("ONNX step (onnxruntime run)", r"InferenceSession\.run|Bundle\.step"),
+    ("ONNX step (onnxruntime run)", r"InferenceSession\.run|Bundle\.(step|run)\b"),
     ("Faust consumer, conductor and stream per record", r"faust/(transport/(consumer|conductor)|streams|channels|"
                                                         r"_cython|events)|mode/services\.py:\d+\);Service\.wait_first"),
     ("produce (aiokafka send, batches, socket writes)", r"aiokafka/(producer|protocol|conn|client)|send_records|"
@@ -32,7 +32,7 @@ CATEGORIES: list[tuple[str, str]] = [
                                        r"write_states"),
     ("state unpack/pack (UserState)", r"streams/state\.py"),
     ("JSON decode/encode and validation (codec)", r"streams/codec\.py|json/(decoder|encoder|__init__)"),
-    ("per-event logic (process, top-k, waves)", r"streams/logic\.py"),
+    ("per-event logic (process, top-k, runs)", r"streams/logic\.py"),
     ("sequencing and completions", r"streams/(sequencer|progress|pipeline)\.py|complete \("),
     ("asyncio scheduling", r"asyncio/(base_events|events|tasks|futures|queues|locks)\.py"),
 ]

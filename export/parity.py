@@ -7,7 +7,7 @@ tolerance. A batched ONNX step must also equal the same rows stepped one by one.
 report lists every check, so a mismatch shows each output that differs and by how much.
 A bundle with attention gets, on both sides, each step's recent-items window built by the serving
 rule (export/bundle_eval.py ``ServingWindows``), so the window input is part of every check.
-The runs graph (runs.onnx, what the runtime serves) must equal step.onnx bit for bit: the same
+The runs graph (runs.onnx, what the worker steps) must equal step.onnx bit for bit: the same
 sequences cut into uneven runs, scored rows in shuffled order, against the step graph event by event.
 A two-stage bundle is checked through its exact scan of the item table (``step(exact=True)``:
 the query graph and the table against PyTorch); its index is export/recall.py's gate.

@@ -14,8 +14,8 @@ Many events of each user in one call (the worker's micro-batches):
 ``run(items, types, gaps, h, c, length, rows)`` with [B, T] event matrices steps each user b through
 its first ``length[b]`` events and scores the events ``rows`` (b*T + t): the bundle's ``runs.onnx``,
 one ONNX call; bundles without it (exported before it existed) step the same events one wave per t.
-When a bundle has ``runs.onnx``, ``step`` runs it too (T = 1): the export gate keeps it equal to
-step.onnx bit for bit, and one session serves every caller.
+The export gate keeps runs.onnx equal to step.onnx bit for bit, so both paths give the same outputs
+(``step`` runs step.onnx: at one event per user it is as fast, without the runs' extra inputs).
 
 A two-stage bundle (``manifest.index``, export/ann.py) answers the same ``step``: its graph gives
 the scoring vector, the item index gives candidates, and they are re-scored exactly here
@@ -203,15 +203,7 @@ class Bundle:
              h: np.ndarray, c: np.ndarray, exact: bool = False, window: np.ndarray | None = None) -> StepResult:
         """Step B events; ``exact`` (two-stage bundles) scans the whole item table instead of the index.
         ``window`` [B, A] int64: attention bundles only, and required there (see ``feeds``)."""
-        feeds = self.feeds(item, event_type, gap, h, c, window)
-        if self.runs is not None:  # T = 1: one event per user, every row scored
-            n = feeds["item"].shape[0]
-            for name in ("item", "event_type", "gap"):
-                feeds[name] = feeds[name][:, None]
-            feeds["rows"] = np.arange(n, dtype=np.int64)
-            feeds["length"] = np.ones(n, np.int32)
-            return self._finish(self.runs.run(None, feeds), exact)
-        return self._finish(self.session.run(None, feeds), exact)
+        return self._finish(self.session.run(None, self.feeds(item, event_type, gap, h, c, window)), exact)
 
     def run(self, item: np.ndarray, event_type: np.ndarray, gap: np.ndarray, h: np.ndarray, c: np.ndarray,
             length: np.ndarray, rows: np.ndarray, window: np.ndarray | None = None, exact: bool = False) -> StepResult:

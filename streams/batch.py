@@ -2,7 +2,7 @@
 
 The worker's hot path is a pipeline over micro-batches (``streams/worker.py`` wires it to Faust)::
 
-    records --decode--> events / rejections --(states read by the worker)--> process in waves
+    records --decode--> events / rejections --(states read by the worker)--> process (users' runs)
             --encode--> Plan: outputs (recommendations, dead letters) in arrival order,
                               the users' new states, counts
 

@@ -124,7 +124,7 @@ SETTINGS = (
             "acknowledged by Kafka; each event still counts as done (state stored, offset committable) only "
             "once its own writes are, in order (a batch larger than N still goes alone)"),
     Setting("batch_max", "--batch-max", "STREAMREC_BATCH_MAX", "N",
-            "records taken, stepped (wave by wave of distinct users, ONNX calls of at most 64 rows) and published "
+            "records taken, stepped (each user's run of events at once, ONNX calls of at most 256 events, fewer on large catalogs) and published "
             "together at most; "
             "1 steps every event alone (slow)"),
     Setting("batch_wait", "--batch-wait", "STREAMREC_BATCH_WAIT", "MS",

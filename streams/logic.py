@@ -81,13 +81,19 @@ def top_k(items: np.ndarray | Sequence[int], scores: np.ndarray | Sequence[float
 
 
 #: Scored events of one ONNX call at most: a batch with more is stepped in several calls, each
-#: holding whole users. Wider calls are slower per event on large catalogs (the [rows x items] score
-#: matrix leaves the cache: 40 us per event at 64 rows, 50 at 256, 59 at 1,024 for 12,102 items,
-#: measured with benchmarks/onnx_step.py's loop); a default micro-batch (256) is one call.
-RUN_ROWS = 256
+#: holding whole users (``run_rows``). Wider calls are slower per event on large catalogs (the [rows x
+#: items] score matrix leaves the cache: 40 us per event at 64 rows, 50 at 256, 59 at 1,024 for 12,102
+#: items, measured with benchmarks/onnx_step.py's loop), so the bound shrinks with the catalog: a
+#: score matrix of about 1M floats (4 MB), between 64 and 256 rows.
+RUN_ROWS, MIN_RUN_ROWS, SCORE_FLOATS = 256, 64, 1 << 20
 
 
-def _groups(lengths: Sequence[int], rows: int = RUN_ROWS) -> list[range]:
+def run_rows(n_items: int) -> int:
+    """Events per ONNX call at most for a catalog of ``n_items``: 256 for ml-100k, 86 for Beauty."""
+    return max(MIN_RUN_ROWS, min(RUN_ROWS, SCORE_FLOATS // max(n_items, 1)))
+
+
+def _groups(lengths: Sequence[int], rows: int) -> list[range]:
     """Consecutive users cut into groups of at most ``rows`` events (a user with more is a group)."""
     out, start, total = [], 0, 0
     for b, n in enumerate(lengths):
@@ -136,8 +142,8 @@ def process(bundle: Bundle, states: Sequence[UserState | None], events: Sequence
     A user appearing several times is read from the state given with their first event (the
     later entries are ignored: within a batch the user's state is carried from event to event).
     First the serving rules run per event in Python (redeliveries, gaps, seen windows); then every
-    user's run of events is stepped at once (``Bundle.run``: one ONNX call for up to ``RUN_ROWS``
-    events). Returns each stepped user's state after their last event, each event's recommendation
+    user's run of events is stepped at once (``Bundle.run``: one ONNX call for up to ``run_rows``
+    events, whole users per call). Returns each stepped user's state after their last event, each event's recommendation
     and why an event was skipped. Inputs are never modified.
     """
     if len(states) != len(events):
@@ -192,7 +198,7 @@ def process(bundle: Bundle, states: Sequence[UserState | None], events: Sequence
     blank = initial_state(bundle)
     types_all = bundle.types.indices(e.event_type for e in events)
     tokens = bundle.items.tokens
-    for group in _groups([len(runs[u]) for u in users]):
+    for group in _groups([len(runs[u]) for u in users], run_rows(bundle.manifest.n_items)):
         members = [users[b] for b in group]
         applied = sorted(i for u in members for i in runs[u])  # batch order
         out = _run(bundle, members, runs, applied, item_of, types_all, gaps, seens, given, blank)

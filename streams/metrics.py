@@ -9,9 +9,9 @@ paths, which the batched worker goes around (its figures would be zero or wrong)
 
     streamrec_events_total{outcome}              received, emitted, duplicate, redelivered, rejected, expired, ...
     streamrec_dead_letters_total{reason}         dead letters per reason code (streams/codec.py REASONS)
-    streamrec_onnx_step_seconds                  histogram: one ONNX call (one wave of a batch)
+    streamrec_onnx_step_seconds                  histogram: one ONNX call (a batch's users' runs of events)
     streamrec_onnx_step_rows                     histogram: rows per ONNX call
-    streamrec_batch_step_seconds                 histogram: a micro-batch's decode + waves + encode
+    streamrec_batch_step_seconds                 histogram: a micro-batch's decode + step + encode
     streamrec_batch_size                         histogram: records per micro-batch
     streamrec_freshness_seconds                  histogram: emitted_ts - event_ts per recommendation
     streamrec_publish_latency_seconds            histogram: input record's Kafka timestamp -> its writes acknowledged
@@ -89,7 +89,8 @@ def _le(bound: float) -> str:
 
 
 class TimedSteps:
-    """The bundle, with every ``step`` call's seconds and rows observed (the rest passes through)."""
+    """The bundle, with every ``step`` and ``run`` call's seconds and rows (scored events) observed (the
+    rest passes through)."""
 
     def __init__(self, bundle: Any, seconds: BatchHistogram, rows: BatchHistogram) -> None:
         self._bundle, self._seconds, self._rows = bundle, seconds, rows
@@ -104,6 +105,14 @@ class TimedSteps:
         self._rows.observe(len(item))
         return out
 
+    def run(self, item: np.ndarray, event_type: np.ndarray, gap: np.ndarray, h: np.ndarray, c: np.ndarray,
+            length: np.ndarray, rows: np.ndarray, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        out = self._bundle.run(item, event_type, gap, h, c, length, rows, **kwargs)
+        self._seconds.observe(time.perf_counter() - t0)
+        self._rows.observe(len(rows))
+        return out
+
 
 class WorkerMetrics(Collector):
     """Every metric of one worker, in a registry of its own (``exposition()`` renders it)."""
@@ -111,10 +120,10 @@ class WorkerMetrics(Collector):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.onnx_seconds = BatchHistogram("streamrec_onnx_step_seconds",
-                                           "Seconds of one ONNX step call (one wave of a micro-batch)", STEP_BOUNDS)
+                                           "Seconds of one ONNX call (the runs of a micro-batch's users)", STEP_BOUNDS)
         self.onnx_rows = BatchHistogram("streamrec_onnx_step_rows", "Rows (events) per ONNX step call", SIZE_BOUNDS)
         self.batch_seconds = BatchHistogram("streamrec_batch_step_seconds",
-                                            "Seconds to decode, step (all waves) and encode one micro-batch",
+                                            "Seconds to decode, step and encode one micro-batch",
                                             STEP_BOUNDS)
         self.batch_size = BatchHistogram("streamrec_batch_size", "Input records per micro-batch", SIZE_BOUNDS)
         self.freshness = BatchHistogram("streamrec_freshness_seconds",

@@ -10,7 +10,7 @@ An event's way through the code, one micro-batch at a time (``_consume`` -> ``_h
     fetch loop (faust_adapter) -> Inbox -> take a batch (--batch-max, --batch-wait)
       -> sequence (Sequencer.admit: each input partition contiguous)
       -> read the users' states (RocksDB, or the pending ones not yet stored)
-      -> plan (streams.batch.plan_batch: decode, step in waves, encode; streams.gate: what of it is
+      -> plan (streams.batch.plan_batch: decode, step users' runs, encode; streams.gate: what of it is
          published, and where, during a warm-up and after a promote)
       -> publish (streams.publisher.Publisher.write; Outbox: batched sends; exactly-once: in each
          source partition's transaction)

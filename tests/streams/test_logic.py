@@ -232,3 +232,12 @@ def test_attention_bundles_get_the_window_after_the_event(attention_bundle: Bund
     assert out.recs == alone_recs
     for u, state in _last_by_user(batch, alone_states).items():
         _assert_same(out.states[u], state)
+
+
+def test_calls_hold_whole_users_and_shrink_with_the_catalog() -> None:
+    from streamrec.streams.logic import _groups, run_rows
+
+    assert run_rows(1_682) == 256 and run_rows(12_102) == 86 and run_rows(1_000_000) == 64
+    assert _groups([3, 2, 4, 1], 5) == [range(0, 2), range(2, 4)]
+    assert _groups([9, 1, 1], 5) == [range(0, 1), range(1, 3)]  # a longer run is a call of its own
+    assert _groups([], 5) == []
