@@ -88,6 +88,10 @@ def top_k(items: np.ndarray | Sequence[int], scores: np.ndarray | Sequence[float
 RUN_ROWS, MIN_RUN_ROWS, SCORE_FLOATS = 256, 64, 1 << 20
 
 
+#: Entries of a top list read past k before the whole list is (see ``process``).
+LIST_SLACK = 16
+
+
 def run_rows(n_items: int) -> int:
     """Events per ONNX call at most for a catalog of ``n_items``: 256 for ml-100k, 86 for Beauty."""
     return max(MIN_RUN_ROWS, min(RUN_ROWS, SCORE_FLOATS // max(n_items, 1)))
@@ -202,11 +206,16 @@ def process(bundle: Bundle, states: Sequence[UserState | None], events: Sequence
         members = [users[b] for b in group]
         applied = sorted(i for u in members for i in runs[u])  # batch order
         out = _run(bundle, members, runs, applied, item_of, types_all, gaps, seens, given, blank)
-        top_rows, score_rows = out.top_items.tolist(), out.top_scores.tolist()
+        # the first k + LIST_SLACK entries as Python lists (a row whose seen items crowd more out of them
+        # is read again whole): converting all k + m entries of every row cost more than the filtering
+        width = min(out.top_items.shape[1], k + LIST_SLACK)
+        top_rows, score_rows = out.top_items[:, :width].tolist(), out.top_scores[:, :width].tolist()
         last_top: dict[str, tuple[list[int], list[float]]] = {}
         for j, i in enumerate(applied):
             e = events[i]
             top, scores = top_k(top_rows[j], score_rows[j], seens[i], k)
+            if len(top) < k and width < out.top_items.shape[1]:
+                top, scores = top_k(out.top_items[j], out.top_scores[j], seens[i], k)
             last_top[e.user_id] = (top, scores)
             recs[i] = Recommendation(e.user_id, tokens(top), tuple(scores), e.ts)
         h_new, c_new = out.h.transpose(1, 0, 2).copy(), out.c.transpose(1, 0, 2).copy()  # [B, L, H]

@@ -241,3 +241,16 @@ def test_calls_hold_whole_users_and_shrink_with_the_catalog() -> None:
     assert _groups([3, 2, 4, 1], 5) == [range(0, 2), range(2, 4)]
     assert _groups([9, 1, 1], 5) == [range(0, 1), range(1, 3)]  # a longer run is a call of its own
     assert _groups([], 5) == []
+
+
+def test_reading_the_top_list_in_part_changes_nothing(bundle: Bundle, histories: dict[str, list[Interaction]],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows are read k + LIST_SLACK entries deep, and whole when seen items crowd more out: with no slack
+    at all (every row with a seen item in its first k is read again) the lists are the same."""
+    import streamrec.streams.logic as logic
+
+    events = [e for seq in histories.values() for e in seq]
+    full = process(bundle, [None] * len(events), events)
+    monkeypatch.setattr(logic, "LIST_SLACK", 0)
+    assert process(bundle, [None] * len(events), events).recs == full.recs
+    assert all(r is not None and len(r.items) == bundle.k for r in full.recs)
