@@ -49,7 +49,7 @@ Phases, in this order, for the main bundle:
              and --fixed-rates (100) events/s: the first n events (time order; Beauty: whole users,
              below; n = rate x --rate-seconds, 1,000 .. --slice) offered at that rate while the worker
              runs, by a paced producer in this process (the replay's messages, each handed over when
-             its time comes, no linger, acks=all: streaming_runs.paced_produce; --producer librdkafka
+             its time comes, no linger unless --producer-linger-ms, acks=all: streaming_runs.paced_produce; --producer librdkafka
              (default, confluent-kafka) or aiokafka (one Python send per record, as before); the
              producer shares the 2 cores with the worker and the broker, so the cheaper the better;
              kafka-python's producer in `streamrec replay` costs the most); then `streamrec
@@ -471,6 +471,10 @@ def options() -> argparse.ArgumentParser:
     r.add_argument("--producer", choices=["librdkafka", "aiokafka"], default="librdkafka",
                    help="the latency runs' paced load generator (default librdkafka: confluent-kafka, C; aiokafka: "
                         "one Python send per record, as runs before 2026-12-06; it costs the 2 cores ~3x more)")
+    r.add_argument("--producer-linger-ms", type=int, default=0,
+                   help="librdkafka's linger.ms for the paced generator (default 0: each record sent at once; "
+                        "librdkafka's own default is 5: fewer, larger requests for the broker on the same cores; "
+                        "the wait counts in the latency)")
     r.add_argument("--slice", type=int, default=60_000, help="events per latency run at most (default 60000)")
     r.add_argument("--rate-seconds", type=float, default=60.0,
                    help="events per latency run = rate x this, at least 1000 (default 60: runs of ~60 s)")
