@@ -1,4 +1,4 @@
-"""Would one ONNX call per user burst make the worker faster? A measured answer.
+"""Would one ONNX call per user burst make the worker faster? A measured answer, three ways.
 
     ./run python benchmarks/multistep.py --bundle DIR          # a bundle from `streamrec export`
     ./run python benchmarks/multistep.py --bundle DIR --seconds 2 --repeats 5
@@ -8,7 +8,9 @@ in a sitting), so ``process`` makes about 118 ONNX calls of ~2 rows each. The id
 here: wrap the bundle's one-event graph (``step.onnx``) as the body of an ONNX ``Scan`` over T
 steps, so that B users' next T events take one call. Each (B, T) is timed both ways in the same
 run: T calls of the step graph in a loop (what the worker does), and one call of the Scan graph.
-The outputs are compared bit for bit (h, c and the top list of every step).
+The outputs are compared bit for bit (h, c and the top list of every step). Bundles with the
+runs graph (``runs.onnx``: the LSTM as one ONNX ``LSTM`` node that loops over the steps natively, the
+head on every step's row: what the worker now steps) are timed a third way, one call of it.
 
 Prints a table and writes benchmarks/results/multistep.json (us per event for both, the ratio,
 and whether every output was equal). Needs the ``onnx`` package (the train extra), not torch.
@@ -89,6 +91,7 @@ def main() -> None:
         raise SystemExit(f"{args.bundle}: not a one-stage bundle (its step emits a query for an index)")
     one, burst = session(str(args.bundle / "step.onnx")), session(scan_model(step_model).SerializeToString())
     manifest = json.loads((args.bundle / "manifest.json").read_text())
+    runs = session(str(args.bundle / "runs.onnx")) if "runs.onnx" in manifest.get("files", {}) else None
     layers, hidden, n_items = manifest["layers"], manifest["hidden"], manifest["n_items"]
     rng = np.random.default_rng(0)
     rows = []
@@ -110,22 +113,36 @@ def main() -> None:
             out = burst.run(None, {"h": h0, "c": c0, "items": items, "types": types, "gaps": gaps})
             return [out[0], out[1], out[4], out[5]]
 
-        equal = all(np.array_equal(x, y) for x, y in zip(loop(), scan()))
+        def run() -> list[np.ndarray]:  # [B, T] matrices, every step scored, rows in the loop's (t, b) order
+            flat = np.array([u * t + s for s in range(t) for u in range(b)], np.int64)
+            h, c, ti, ts = runs.run(None, {"item": items.T.copy(), "event_type": types.T.copy(), "gap": gaps.T.copy(),
+                                           "h": h0, "c": c0, "rows": flat, "length": np.full(b, t, np.int32)})
+            return [h, c, ti.reshape(t, b, -1), ts.reshape(t, b, -1)]
+
+        ref = loop()
+        equal = all(np.array_equal(x, y) for x, y in zip(ref, scan()))
+        ways = (("loop", loop), ("scan", scan)) + ((("runs", run),) if runs is not None else ())
+        runs_equal = all(np.array_equal(x, y) for x, y in zip(ref, run())) if runs is not None else None
         timed = {}
-        for name, fn in (("loop", loop), ("scan", scan)):
-            runs = []
+        for name, fn in ways:
+            per_event = []
             for _ in range(args.repeats):
                 n, t0 = 0, time.perf_counter()
                 while time.perf_counter() - t0 < args.seconds:
                     fn()
                     n += 1
-                runs.append((time.perf_counter() - t0) / n / (b * t) * 1e6)
-            timed[name] = statistics.median(runs)
+                per_event.append((time.perf_counter() - t0) / n / (b * t) * 1e6)
+            timed[name] = statistics.median(per_event)
         rows.append({"users": b, "steps": t, "loop_us_per_event": round(timed["loop"], 2),
                      "scan_us_per_event": round(timed["scan"], 2),
                      "scan_to_loop": round(timed["scan"] / timed["loop"], 3), "bitwise_equal": equal})
+        if runs is not None:
+            rows[-1].update(runs_us_per_event=round(timed["runs"], 2),
+                            runs_to_loop=round(timed["runs"] / timed["loop"], 3), runs_bitwise_equal=runs_equal)
         print(f"B={b:3d} T={t:4d}: loop {timed['loop']:7.1f} us/event, one Scan call {timed['scan']:7.1f} "
-              f"({timed['scan'] / timed['loop']:.2f}x), outputs equal: {equal}")
+              f"({timed['scan'] / timed['loop']:.2f}x), outputs equal: {equal}"
+              + (f"; one runs.onnx call {timed['runs']:7.1f} ({timed['runs'] / timed['loop']:.2f}x), "
+                 f"equal: {runs_equal}" if runs is not None else ""))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "benchmark": "multistep", "command": "./run python benchmarks/multistep.py --bundle " + str(args.bundle),

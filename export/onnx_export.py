@@ -129,7 +129,8 @@ def export_runs_onnx(model: LSTMRecommender, path: Path, n_top: int, query: bool
     graph = onnx.load(str(path))
     lstms = [n for n in graph.graph.node if n.op_type == "LSTM"]
     if len(lstms) != cfg.layers:
-        raise RuntimeError(f"the runs graph has {len(lstms)} LSTM nodes for {cfg.layers} layers (torch's export changed?)")
+        raise RuntimeError(f"the runs graph has {len(lstms)} LSTM nodes for {cfg.layers} layers "
+                           "(torch's export changed?)")
     length = contract.RUN_LENGTH
     graph.graph.input.append(helper.make_tensor_value_info(length.name, TensorProto.INT32, ["B"]))
     for node in lstms:  # inputs: X, W, R, B, sequence_lens, initial_h, initial_c

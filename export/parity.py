@@ -168,7 +168,8 @@ def _batched_vs_rows(bundle: Bundle, seqs: list[dict], batch: int = 8, steps: in
     return checks
 
 
-def _runs_vs_step(bundle: Bundle, seqs: list[dict], batch: int = 8, steps: int = MIN_STEPS, seed: int = 0) -> list[Check]:
+def _runs_vs_step(bundle: Bundle, seqs: list[dict], batch: int = 8, steps: int = MIN_STEPS,
+                  seed: int = 0) -> list[Check]:
     """runs.onnx over uneven runs (1 to 16 events per user and call, users skipping calls, rows shuffled)
     against step.onnx event by event: every output equal bit for bit. The raw graph outputs (top list or,
     for two-stage bundles, the query) are compared, so the index plays no part."""

@@ -152,7 +152,8 @@ def _step(bundle: Bundle, records: Sequence[RecordLike], decoded: Sequence[codec
     parsed: list[codec.Parsed] = [decoded[i] for i in good]  # type: ignore[misc]
     position = lambda i: (rules.slots[records[i].topic], records[i].offset)  # noqa: E731
     try:
-        out = process(bundle, [states.get(records[i].key) for i in good], [p.event for p in parsed],  # type: ignore[arg-type]
+        given = [states.get(records[i].key) for i in good]  # type: ignore[arg-type]
+        out = process(bundle, given, [p.event for p in parsed],
                       event_ids=[p.event_id for p in parsed], positions=[position(i) for i in good], k=rules.k)
         key_of = {p.event.user_id: records[i].key for i, p in zip(good, parsed)}
         return ({i: out.skipped[j] or out.recs[j] for j, i in enumerate(good)},  # type: ignore[misc]

@@ -129,13 +129,12 @@ class _Track:
     __slots__ = ("fresh", "last_ts", "count", "seen", "recent", "offsets")
 
     def __init__(self, state: UserState | None):
-        self.fresh = state is None
-        s = state or _NO_STATE
-        self.last_ts, self.count, self.seen, self.recent, self.offsets = (s.last_ts, s.count, s.seen, s.recent_ids,
-                                                                         s.offsets)
-
-
-_NO_STATE = UserState(h=np.zeros((1, 1), np.float32), c=np.zeros((1, 1), np.float32), last_ts=0, count=0, m=0)
+        self.fresh = state is None  # no state yet: the first event starts from the model's initial state
+        if state is None:
+            self.last_ts, self.count, self.seen, self.recent, self.offsets = 0, 0, (), (), (-1,) * SOURCES
+        else:
+            self.last_ts, self.count, self.seen = state.last_ts, state.count, state.seen
+            self.recent, self.offsets = state.recent_ids, state.offsets
 
 
 def process(bundle: Bundle, states: Sequence[UserState | None], events: Sequence[Interaction], *,
@@ -147,8 +146,8 @@ def process(bundle: Bundle, states: Sequence[UserState | None], events: Sequence
     later entries are ignored: within a batch the user's state is carried from event to event).
     First the serving rules run per event in Python (redeliveries, gaps, seen windows); then every
     user's run of events is stepped at once (``Bundle.run``: one ONNX call for up to ``run_rows``
-    events, whole users per call). Returns each stepped user's state after their last event, each event's recommendation
-    and why an event was skipped. Inputs are never modified.
+    events, whole users per call). Returns each stepped user's state after their last event, each
+    event's recommendation and why an event was skipped. Inputs are never modified.
     """
     if len(states) != len(events):
         raise ValueError(f"{len(states)} states for {len(events)} events")

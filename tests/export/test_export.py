@@ -322,7 +322,8 @@ def test_the_runs_graph_is_one_lstm_node_per_layer_and_serves_step(bundle_dir, t
     b = Bundle.load(bundle_dir)
     assert b.runs is not None and {i.name for i in b.runs.get_inputs()} == {t.name for t in contract.run_inputs()}
     # run: two users, 3 and 1 events, rows in any order, equal to step.onnx event by event
-    items, types, gaps = np.array([[2, 5, 7], [9, 0, 0]]), np.array([[1, 2, 1], [2, 0, 0]]), np.array([[0, 3, 1], [0, 0, 0]])
+    items, types = np.array([[2, 5, 7], [9, 0, 0]]), np.array([[1, 2, 1], [2, 0, 0]])
+    gaps = np.array([[0, 3, 1], [0, 0, 0]])
     h, c = b.init_state(2)
     out = b.run(items, types, gaps, h, c, np.array([3, 1]), np.array([3, 0, 2, 1]))
     ref = {}
