@@ -31,7 +31,11 @@ examples:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to an ONNX bundle (parity-checked)",
-                       description="Export a trained checkpoint to the serving bundle.",
+                       description="Export a trained checkpoint to the serving bundle: step.onnx (one event per "
+                                   "user), runs.onnx (each user's run of events in one call: what the worker "
+                                   "steps), the vocabularies and manifest.json. Parity is checked before anything "
+                                   "is moved into place: step.onnx against PyTorch within the contract's "
+                                   "tolerances, runs.onnx against step.onnx bit for bit.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory (streamrec train --out)")
     p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle directory to create (must not exist)")
