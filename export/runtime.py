@@ -15,7 +15,9 @@ Many events of each user in one call (the worker's micro-batches):
 its first ``length[b]`` events and scores the events ``rows`` (b*T + t): the bundle's ``runs.onnx``,
 one ONNX call; bundles without it (exported before it existed) step the same events one wave per t.
 The export gate keeps runs.onnx equal to step.onnx bit for bit, so both paths give the same outputs
-(``step`` runs step.onnx: at one event per user it is as fast, without the runs' extra inputs).
+(``step`` runs step.onnx: at one event per user it is as fast, without the runs' extra inputs). A
+bundle with runs.onnx loads step.onnx only when something steps it, so the worker, which steps runs
+only, holds the graphs' item table once.
 
 A two-stage bundle (``manifest.index``, export/ann.py) answers the same ``step``: its graph gives
 the scoring vector, the item index gives candidates, and they are re-scored exactly here
@@ -47,9 +49,10 @@ class Bundle:
     """A verified bundle: manifest, vocabularies and an ONNX Runtime session for the step."""
 
     def __init__(self, root: Path, manifest: Manifest, items: Vocab, types: Vocab,
-                 session: ort.InferenceSession, index=None, table: np.ndarray | None = None,
-                 runs: ort.InferenceSession | None = None):
-        self.root, self.manifest, self.items, self.types, self.session = root, manifest, items, types, session
+                 session: ort.InferenceSession | None, index=None, table: np.ndarray | None = None,
+                 runs: ort.InferenceSession | None = None, threads: int = 1):
+        self.root, self.manifest, self.items, self.types = root, manifest, items, types
+        self._session, self._threads = session, threads  # step.onnx (None: loaded on first use, see ``session``)
         self.runs = runs  # the runs graph's session (None: a bundle exported before runs.onnx)
         self.index, self.table = index, table  # two-stage bundles only
         self.full_scan_rows = 0  # rows the index found fewer than n_top items for (answered by the full scan)
@@ -70,8 +73,8 @@ class Bundle:
         verify_files(root, manifest)
         items = Vocab.load(root / contract.ITEMS_FILE)
         types = Vocab.load(root / contract.TYPES_FILE)
-        session = _session(root / contract.STEP_FILE, threads)
         runs = _session(root / contract.RUNS_FILE, threads) if contract.RUNS_FILE in manifest.files else None
+        session = None if runs is not None else _session(root / contract.STEP_FILE, threads)
         index = table = None
         if manifest.indexed:
             from streamrec.export.ann import IndexUnavailable, ItemIndex
@@ -85,11 +88,14 @@ class Bundle:
             # memory-mapped (pages shared between processes, read on demand), as a plain ndarray: numpy's
             # memmap subclass costs microseconds per indexing call
             table = np.load(root / manifest.index["table"], mmap_mode="r", allow_pickle=False).view(np.ndarray)
-        bundle = cls(root, manifest, items, types, session, index, table, runs)
+        bundle = cls(root, manifest, items, types, session, index, table, runs, threads)
         bundle._check_dims()
         return bundle
 
     def _check_dims(self) -> None:
+        """Refuse the bundle (BundleError) when its parts disagree with the manifest: vocabularies, the
+        index, and the graph the worker steps (runs.onnx, else step.onnx; step.onnx of a bundle with
+        runs.onnx is checked when ``session`` first loads it)."""
         m, problems = self.manifest, []
         if len(self.items) != m.n_items:
             problems.append(f"items.json has {len(self.items)} entries, manifest says n_items={m.n_items}")
@@ -97,43 +103,56 @@ class Bundle:
             problems.append(f"event_types.json {self.types.ids} differs from manifest {m.event_types}")
         if m.n_top != min(m.k + m.m, m.n_items - 2):
             problems.append(f"n_top={m.n_top} is not min(k+m, n_items-2)")
-        ins = {i.name: i for i in self.session.get_inputs()}
-        outs = {o.name: o for o in self.session.get_outputs()}
-        outputs = contract.QUERY_OUTPUTS if m.indexed else contract.OUTPUTS
-        names = tuple(t.name for t in outputs)
         if m.indexed:
-            problems += self._index_problems(outs)
+            problems += self._index_problems()
         if m.attention < 0 or m.attention > m.m:
             problems.append(f"attention={m.attention} is not within [0, m={m.m}] "
                             "(the window is taken from the seen window)")
-        in_names = contract.input_names(m.attention)
-        if tuple(ins) != in_names or tuple(outs) != names:
-            problems.append(f"graph inputs/outputs {list(ins)}/{list(outs)} differ from the contract "
-                            f"{list(in_names)}/{list(names)} (manifest attention={m.attention})")
-        else:
-            sizes = {"L": m.layers, "H": m.hidden, "N": m.n_top, "Q": m.index.get("dim", 0) - 1, "A": m.attention}
-            for t in contract.inputs(m.attention) + outputs:
-                shape = (ins.get(t.name) or outs.get(t.name)).shape
-                for sym, dim in zip(t.shape, shape):
-                    if sym in sizes and isinstance(dim, int) and dim != sizes[sym]:
-                        problems.append(f"{t.name} axis {sym} is {dim} in the graph, {sizes[sym]} in the manifest")
         if self.runs is not None:
-            problems += self._runs_problems()
+            problems += self._graph_problems(self.runs, contract.RUNS_FILE, contract.run_inputs(m.attention),
+                                             contract.run_outputs(m.indexed))
+        else:
+            problems += self._step_problems(self._session)
         if problems:
             raise BundleError(f"bundle {self.root} refused: " + "; ".join(problems))
 
-    def _runs_problems(self) -> list[str]:
+    def _step_problems(self, session: ort.InferenceSession) -> list[str]:
         m = self.manifest
-        ins = {i.name: i for i in self.runs.get_inputs()}
-        outs = {o.name: o for o in self.runs.get_outputs()}
-        want_in = tuple(t.name for t in contract.run_inputs(m.attention))
-        want_out = tuple(t.name for t in contract.run_outputs(m.indexed))
-        if set(ins) != set(want_in) or tuple(outs) != want_out:
-            return [f"{contract.RUNS_FILE} inputs/outputs {sorted(ins)}/{list(outs)} differ from the contract "
-                    f"{sorted(want_in)}/{list(want_out)}"]
-        return []
+        return self._graph_problems(session, contract.STEP_FILE, contract.inputs(m.attention),
+                                    contract.QUERY_OUTPUTS if m.indexed else contract.OUTPUTS)
 
-    def _index_problems(self, outs: dict) -> list[str]:
+    def _graph_problems(self, session: ort.InferenceSession, name: str, inputs: tuple[contract.Tensor, ...],
+                        outputs: tuple[contract.Tensor, ...]) -> list[str]:
+        """A graph's inputs and outputs against the contract: names in order, then every fixed axis size."""
+        m = self.manifest
+        ins = {i.name: i for i in session.get_inputs()}
+        outs = {o.name: o for o in session.get_outputs()}
+        in_names, out_names = tuple(t.name for t in inputs), tuple(t.name for t in outputs)
+        if tuple(ins) != in_names or tuple(outs) != out_names:
+            return [f"{name} inputs/outputs {list(ins)}/{list(outs)} differ from the contract "
+                    f"{list(in_names)}/{list(out_names)} (manifest attention={m.attention})"]
+        sizes = {"L": m.layers, "H": m.hidden, "N": m.n_top, "Q": m.index.get("dim", 0) - 1, "A": m.attention}
+        problems = []
+        for t in inputs + outputs:
+            shape = (ins.get(t.name) or outs.get(t.name)).shape
+            for sym, dim in zip(t.shape, shape):
+                if sym in sizes and isinstance(dim, int) and dim != sizes[sym]:
+                    problems.append(f"{name}: {t.name} axis {sym} is {dim} in the graph, {sizes[sym]} in the manifest")
+        return problems
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """step.onnx's session. A bundle with runs.onnx loads it on first use (``step``, the parity and recall
+        gates, offline evaluation): the worker steps runs.onnx only, so it holds the item table once."""
+        if self._session is None:
+            session = _session(self.root / contract.STEP_FILE, self._threads)
+            problems = self._step_problems(session)
+            if problems:
+                raise BundleError(f"bundle {self.root} refused: " + "; ".join(problems))
+            self._session = session
+        return self._session
+
+    def _index_problems(self) -> list[str]:
         m, problems = self.manifest, []
         d = int(m.index.get("dim", 0))
         if self.table.dtype != np.float32 or self.table.shape != (m.n_items, d):

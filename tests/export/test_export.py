@@ -321,6 +321,7 @@ def test_the_runs_graph_is_one_lstm_node_per_layer_and_serves_step(bundle_dir, t
     assert len(lstms) == ckpt.model.cfg.layers == 2 and all(n.input[4] == "length" for n in lstms)
     b = Bundle.load(bundle_dir)
     assert b.runs is not None and {i.name for i in b.runs.get_inputs()} == {t.name for t in contract.run_inputs()}
+    assert b._session is None  # step.onnx is loaded when something steps it: the worker holds one graph
     # run: two users, 3 and 1 events, rows in any order, equal to step.onnx event by event
     items, types = np.array([[2, 5, 7], [9, 0, 0]]), np.array([[1, 2, 1], [2, 0, 0]])
     gaps = np.array([[0, 3, 1], [0, 0, 0]])
