@@ -35,20 +35,33 @@ from streamrec.model.gaps import __doc__ as GAP_DOC
 from streamrec.model.lstm import LSTMRecommender
 
 
+def reserved_slots(n_items: int) -> torch.Tensor:
+    """Added to the scores before the in-graph TopK: -inf at PAD (0) and OOV (1), never recommended."""
+    reserved = torch.zeros(n_items)
+    reserved[:2] = float("-inf")
+    return reserved
+
+
 class StepGraph(nn.Module):
     """The model's own ``step`` plus the in-graph TopK over the catalog (PAD/OOV excluded)."""
 
     def __init__(self, model: LSTMRecommender, n_top: int):
         super().__init__()
         self.model, self.n_top = model, n_top
-        reserved = torch.zeros(model.cfg.n_items)
-        reserved[:2] = float("-inf")
-        self.register_buffer("reserved", reserved)
+        self.register_buffer("reserved", reserved_slots(model.cfg.n_items))
 
     def forward(self, item, event_type, gap, h, c, window=None):
         h2, c2, scores = self.model.step(item, event_type, gap, h, c, window)
         top_scores, top_items = torch.topk(scores + self.reserved, self.n_top, dim=1)
         return h2, c2, top_items, top_scores
+
+
+def refuse_indexed_transitions(model: LSTMRecommender) -> None:
+    """An indexed (two-stage) graph outputs a vector to search with; a transition prior's scores are not an
+    inner product with it, so such a model is refused with a clear error."""
+    if model.cfg.transitions > 0:
+        raise ValueError("an item index cannot serve a model with a transition prior (--transitions): "
+                         "its scores are not an inner product; export it without --index")
 
 
 def scoring_vector(model: LSTMRecommender, q: torch.Tensor) -> torch.Tensor:
@@ -64,9 +77,7 @@ class QueryGraph(nn.Module):
 
     def __init__(self, model: LSTMRecommender):
         super().__init__()
-        if model.cfg.transitions > 0:
-            raise ValueError("an item index cannot serve a model with a transition prior (--transitions): "
-                             "its scores are not an inner product; export it without --index")
+        refuse_indexed_transitions(model)
         self.model = copy.copy(model)  # shares every weight; only ``score`` differs
         self.model.score = self._query
 
@@ -85,12 +96,10 @@ class RunGraph(nn.Module):
 
     def __init__(self, model: LSTMRecommender, n_top: int, query: bool = False):
         super().__init__()
-        if query and model.cfg.transitions > 0:
-            QueryGraph(model)  # raises the clear error
+        if query:
+            refuse_indexed_transitions(model)
         self.model, self.n_top, self.query = model, n_top, query
-        reserved = torch.zeros(model.cfg.n_items)
-        reserved[:2] = float("-inf")
-        self.register_buffer("reserved", reserved)
+        self.register_buffer("reserved", reserved_slots(model.cfg.n_items))
 
     def forward(self, item, event_type, gap, h, c, rows, window=None):
         m = self.model

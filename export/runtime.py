@@ -41,12 +41,12 @@ from streamrec.model.vocab import Vocab
 class StepResult:
     h: np.ndarray  # [L, B, H] float32
     c: np.ndarray
-    top_items: np.ndarray  # [B, N] int64 item indices, best first
-    top_scores: np.ndarray  # [B, N] float32
+    top_items: np.ndarray  # [B, N] int64 item indices, best first ([R, N] from ``run``: one per scored event)
+    top_scores: np.ndarray  # [B, N] float32 (likewise)
 
 
 class Bundle:
-    """A verified bundle: manifest, vocabularies and an ONNX Runtime session for the step."""
+    """A verified bundle: manifest, vocabularies and ONNX Runtime sessions for its graphs."""
 
     def __init__(self, root: Path, manifest: Manifest, items: Vocab, types: Vocab,
                  session: ort.InferenceSession | None, index=None, table: np.ndarray | None = None,
@@ -191,11 +191,7 @@ class Bundle:
               window: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The graph's inputs by name, in the contract's dtypes. ``window`` [B, A] int64 is required when
         the bundle attends (A = ``attention`` > 0) and refused when it does not (ValueError)."""
-        feeds = {"item": np.ascontiguousarray(item, dtype=np.int64),
-                 "event_type": np.ascontiguousarray(event_type, dtype=np.int64),
-                 "gap": np.ascontiguousarray(gap, dtype=np.int64),
-                 "h": np.ascontiguousarray(h, dtype=np.float32),
-                 "c": np.ascontiguousarray(c, dtype=np.float32)}
+        feeds = _arrays(item, event_type, gap, h, c)
         feeds.update(self._window(window, feeds["item"].shape[0]))
         return feeds
 
@@ -230,7 +226,8 @@ class Bundle:
         score the events ``rows`` [R] (b*T + t; serving scores all of them): h/c [L, B, H] after each
         user's last event, top lists [R, N] in ``rows`` order. ``window`` [R, A]: row r's window,
         attention bundles only. One call of runs.onnx; bundles without it step one wave per t."""
-        item = np.ascontiguousarray(item, dtype=np.int64)
+        feeds = _arrays(item, event_type, gap, h, c)
+        item = feeds["item"]
         length = np.ascontiguousarray(length, dtype=np.int32)
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         if item.ndim != 2 or length.shape != item.shape[:1] or rows.ndim != 1:
@@ -239,21 +236,18 @@ class Bundle:
         if length.min(initial=1) < 1 or length.max(initial=1) > item.shape[1]:
             raise ValueError(f"every length must be in [1, T={item.shape[1]}]")
         if self.runs is None:
-            return self._run_in_waves(item, event_type, gap, h, c, length, rows, window, exact)
-        feeds = {"item": item, "event_type": np.ascontiguousarray(event_type, dtype=np.int64),
-                 "gap": np.ascontiguousarray(gap, dtype=np.int64), "h": np.ascontiguousarray(h, dtype=np.float32),
-                 "c": np.ascontiguousarray(c, dtype=np.float32), "rows": rows, "length": length}
-        feeds.update(self._window(window, len(rows)))  # one window row per scored event
+            return self._run_in_waves(item, feeds["event_type"], feeds["gap"], feeds["h"], feeds["c"], length, rows,
+                                      window, exact)
+        feeds.update(self._window(window, len(rows)), rows=rows, length=length)  # one window row per scored event
         return self._finish(self.runs.run(None, feeds), exact)
 
     def _run_in_waves(self, item, event_type, gap, h, c, length, rows, window, exact) -> StepResult:
         """``run`` for bundles without runs.onnx: wave t steps every user with more than t events."""
         B, T = item.shape
         at = {int(r): j for j, r in enumerate(rows.tolist())}
-        h, c = np.array(h, np.float32), np.array(c, np.float32)
+        h, c = h.copy(), c.copy()
         n = self.manifest.n_top
         top_i, top_s = np.zeros((len(rows), n), np.int64), np.zeros((len(rows), n), np.float32)
-        event_type, gap = np.asarray(event_type, np.int64), np.asarray(gap, np.int64)
         for t in range(T):
             users = np.flatnonzero(length > t)
             pick = [at.get(int(b) * T + t) for b in users]
@@ -315,6 +309,15 @@ class Bundle:
                     else np.argsort(-scores, axis=1))
             top_i[a:a + rows], top_s[a:a + rows] = _best(keep + 2, np.take_along_axis(scores, keep, 1), n)
         return top_i, top_s
+
+
+def _arrays(item, event_type, gap, h, c) -> dict[str, np.ndarray]:
+    """The event and state inputs in the contract's dtypes, contiguous (both graphs take them by these names)."""
+    return {"item": np.ascontiguousarray(item, dtype=np.int64),
+            "event_type": np.ascontiguousarray(event_type, dtype=np.int64),
+            "gap": np.ascontiguousarray(gap, dtype=np.int64),
+            "h": np.ascontiguousarray(h, dtype=np.float32),
+            "c": np.ascontiguousarray(c, dtype=np.float32)}
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:

@@ -165,7 +165,8 @@ def process(bundle: Bundle, states: Sequence[UserState | None], events: Sequence
     n = len(events)
     recs: list[Recommendation | None] = [None] * n
     skipped: list[str | None] = [None] * n
-    item_of = bundle.items.indices(e.item_id for e in events).tolist()
+    items_all = bundle.items.indices(e.item_id for e in events)
+    item_of = items_all.tolist()
     hashes = [None if x is None else event_id_hash(x) for x in ids]
 
     # 1. The rules, event by event, without the model: which events apply, their gaps and seen windows.
@@ -204,7 +205,7 @@ def process(bundle: Bundle, states: Sequence[UserState | None], events: Sequence
     for group in _groups([len(runs[u]) for u in users], run_rows(bundle.manifest.n_items)):
         members = [users[b] for b in group]
         applied = sorted(i for u in members for i in runs[u])  # batch order
-        out = _run(bundle, members, runs, applied, item_of, types_all, gaps, seens, given, blank)
+        out = _run(bundle, members, runs, applied, items_all, types_all, gaps, seens, given, blank)
         # the first k + LIST_SLACK entries as Python lists (a row whose seen items crowd more out of them
         # is read again whole): converting all k + m entries of every row cost more than the filtering
         width = min(out.top_items.shape[1], k + LIST_SLACK)
@@ -227,18 +228,18 @@ def process(bundle: Bundle, states: Sequence[UserState | None], events: Sequence
     return Stepped(new_states, recs, skipped)
 
 
-def _run(bundle: Bundle, members: list[str], runs: dict[str, list[int]], applied: list[int], item_of: list[int],
+def _run(bundle: Bundle, members: list[str], runs: dict[str, list[int]], applied: list[int], items_all: np.ndarray,
          types_all: np.ndarray, gaps: list[int], seens: list[tuple[int, ...]], given: dict[str, UserState | None],
          blank: UserState) -> StepResult:
     """One ``Bundle.run`` call for ``members``' runs: [B, T] matrices, scored rows in batch order."""
     lengths = [len(runs[u]) for u in members]
     B, T = len(members), max(lengths)
-    flat = np.empty(len(item_of), np.int64)
+    flat = np.empty(len(items_all), np.int64)
     for b, u in enumerate(members):
         flat[runs[u]] = np.arange(b * T, b * T + len(runs[u]))
     rows = flat[applied]
     mats = np.zeros((3, B * T), np.int64)
-    mats[0, rows] = np.asarray(item_of)[applied]
+    mats[0, rows] = items_all[applied]
     mats[1, rows] = types_all[applied]
     mats[2, rows] = np.asarray(gaps)[applied]
     starts = [given[u] or blank for u in members]
