@@ -387,7 +387,8 @@ class Bench:
         thr, lat, counts = report["throughput"], report["latency_ms"], report["counts"]
         res = {"label": label, "guarantee": guarantee, "offered_rate_target": rate, "replay": summary,
                "events_per_s": thr.get("events_per_s"), "seconds": thr.get("seconds"), "outputs": thr.get("outputs"),
-               "per_second": thr.get("per_second"), "latency_ms": lat, "complete": report["complete"],
+               "per_second": thr.get("per_second"), "latency_ms": lat,
+               "latency_by_second": report.get("latency_by_second"), "complete": report["complete"],
                "counts": counts, "metrics": report["metrics"], "worker_ready_s": round(ready_s, 2),
                "batch_sizes": batch_histogram(h), "worker_counts": h.get("counts", {}),
                "worker_rejected": h.get("rejected", {}), "worker_health": h, "app_id": self.app_id(label),

@@ -222,6 +222,23 @@ def latencies(log: LiveLog) -> list[int]:
     return [o.timestamp - log.inputs[o.source].timestamp for o in log.outputs.values() if o.source in log.inputs]
 
 
+def latency_by_second(log: LiveLog) -> list[dict[str, float | int]]:
+    """Latency per second of input time (from the first answered input): events, p50, p99 and max (ms).
+    Shows whether a run's tail comes from its first seconds, from periodic stalls or from the whole run."""
+    pairs = [(log.inputs[o.source].timestamp, o.timestamp) for o in log.outputs.values() if o.source in log.inputs]
+    if not pairs:
+        return []
+    t = np.array(pairs, dtype=np.int64)
+    second = (t[:, 0] - t[:, 0].min()) // 1000
+    lat = (t[:, 1] - t[:, 0]).astype(np.float64)
+    out = []
+    for s in np.unique(second):
+        v = lat[second == s]
+        p50, p99 = np.percentile(v, (50, 99))
+        out.append({"second": int(s), "n": int(v.size), "p50": float(p50), "p99": float(p99), "max": float(v.max())})
+    return out
+
+
 def throughput(log: LiveLog) -> dict[str, object]:
     """Events/s from the first input that got an answer to the last output, and per second."""
     answered = [log.inputs[s].timestamp for s in log.outputs if s in log.inputs]
@@ -269,5 +286,6 @@ def build_report(log: LiveLog, sp: Split, items: Vocab, k: int, model_version: s
     return {"metrics": summarize(ranks, None, ks), "n_targets": len(sp.test), "complete": log.done,
             "counts": counts, "latency_ms": latency_stats(lat), "throughput": throughput(log),
             "latency_cdf_ms": np.percentile(lat, np.arange(101)).tolist() if lat else [],
+            "latency_by_second": latency_by_second(log),
             "hit_rate_over_time": hit_rate_over_time(ranks, target_ts), "model_versions": dict(log.model_versions),
             "cutoff_ts": sp.cutoff_ts}

@@ -46,6 +46,7 @@ Contract (``streams/codec.py`` has the message formats):
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import shutil
@@ -215,6 +216,11 @@ class Worker:
             log.critical("streamrec worker cannot start: %s", exc)
             await app.crash(exc)
             return
+        # Everything built so far (imports, Faust, the bundle) lives as long as the worker: out of the collector's
+        # sight, a full collection scans only what came after. Unfrozen, each took 47-72 ms on ml-100k (a stall of
+        # every event in flight: the p99 at 7,500 events/s offered).
+        gc.collect()
+        gc.freeze()
         log.info("streamrec worker: model %s (k=%d, m=%d, event types %s), table %s, batches of %d at most "
                  "(wait %.1f ms), %d events in flight at most, torch imported: %s", self.manifest.model_version,
                  self.k, self.manifest.m, self.manifest.event_types, self.table_name, self.inbox.batch_max,

@@ -102,6 +102,10 @@ def test_live_scoring_of_the_worker_logic_equals_offline_bundle_evaluation(bundl
     assert c["duplicates"] == len(range(0, len(synthetic), 97))  # counted, scored once
     assert c["order_violations"] == c["targets_without_list"] == c["content_mismatches"] == 0
     assert report["latency_ms"]["n"] == len(synthetic)
+    # simulate: input n at 1,000 + n ms, its output at 2,000 + 3n: latency 1,000 + 2n, a second = 1,000 inputs
+    by_second = report["latency_by_second"]
+    assert [s["n"] for s in by_second] == [min(1000, len(synthetic) - 1000 * i) for i in range(len(by_second))]
+    assert (by_second[0]["max"], by_second[1]["p50"]) == (2998.0, pytest.approx(1000 + 2 * 1499.5))
 
 
 def test_an_order_the_worker_got_wrong_is_seen_and_scored_as_it_happened(bundle, synthetic):
@@ -555,7 +559,9 @@ def live_versus_offline(broker: str, bundle_dir: Path, data_flags: list, tmp_pat
         live = streamrec("evaluate-live", *data_flags, *kafka, "--bundle", bundle_dir, "--json", "--no-progress",
                          "--timeout", idle_timeout, "--plots", tmp_path / "plots", "--report", tmp_path / "live.json")
         assert live.returncode == 0, live.stderr[-3000:] + worker.tail()
-        assert worker.health()["counts"].get("processed") == n_events
+        health = worker.health()
+        assert health["counts"].get("processed") == n_events
+        assert health["gc"]["frozen_objects"] > 10_000  # imports, Faust and the bundle, frozen once consuming
     finally:
         worker.stop()
     off = streamrec("evaluate", "--bundle", bundle_dir, *data_flags, "--protocol", "temporal", "--json",
