@@ -8,8 +8,7 @@ sends it and returns the batch's completion, a coroutine the worker's ordered ``
     await completion                                             # delivered; records acknowledged
 
 At-least-once: recommendations and dead letters go out first; the completion then sends the users'
-states and the partitions' progress to the table's changelog (both through ``Sender``, which hands
-them to the producer from its own task: the loop never waits for the broker), and only once Kafka acknowledged
+states and the partitions' progress to the table's changelog, and only once Kafka acknowledged
 those (``_store_when_written``, batch after batch) are they stored in the local RocksDB copy and
 the batch's records acknowledged to Faust. Until then a user's newest state is in ``pending``,
 where the next batch reads it. Exactly-once: each batch's outputs, states and progress are

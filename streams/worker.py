@@ -12,8 +12,8 @@ An event's way through the code, one micro-batch at a time (``_consume`` -> ``_h
       -> read the users' states (RocksDB, or the pending ones not yet stored)
       -> plan (streams.batch.plan_batch: decode, step users' runs, encode; streams.gate: what of it is
          published, and where, during a warm-up and after a promote)
-      -> publish (streams.publisher.Publisher.write; batched sends, at-least-once handed over by the
-         Sender's own task; exactly-once: in each source partition's transaction)
+      -> publish (streams.publisher.Publisher.write; Outbox: batched sends; exactly-once: in each
+         source partition's transaction)
       -> complete (Pipeline, in arrival order: wait for delivery; exactly-once: acknowledge every
          record to Faust; at-least-once: send states and progress to the changelog, and once Kafka
          has them store them locally and acknowledge the records, batch after batch)

@@ -114,10 +114,6 @@ class Sender:
                         box.add(topic, key, value, partition)
                     box.part()
                 parts = await box.send_parts()
-            except asyncio.CancelledError:  # the loop is closing: nothing will wait for these
-                for _, handed in taken:
-                    handed.cancel()
-                raise
             except Exception as exc:  # noqa: BLE001 - each send's owner gets it (the worker stops with it)
                 for _, handed in taken:
                     if not handed.done():
