@@ -35,7 +35,7 @@ from streamrec.streams.config import WorkerConfig
 from streamrec.streams.logic import DUPLICATE, REDELIVERED
 from streamrec.streams.partitioner import KeyPartitioner
 from streamrec.streams.sequencer import Sequencer
-from streamrec.streams.writer import Outbox, Sender
+from streamrec.streams.writer import Outbox
 
 log = logging.getLogger("streamrec.worker")
 
@@ -59,9 +59,6 @@ class Publisher:
         # At-least-once: the last batch's _store_when_written (each awaits the one before: stored in order)
         self._stored: asyncio.Future[bool] | None = None
         self._partition_counts: dict[str, int] = {}
-        # At-least-once: outputs and changelog writes handed to Faust's producer from a task of its own, so the
-        # worker's loop never waits there for a broker round trip (streams/writer.py)
-        self.sender = Sender(lambda: faust_adapter.plain_producer(app), self._partitions_of, partitioner)
 
     async def stored(self) -> None:
         """Until every batch completed so far is also stored (at-least-once; nothing to wait for else)."""
@@ -95,9 +92,11 @@ class Publisher:
             return self._complete(admitted, futures, counts[EMITTED], None, None, fresh)
         for key, (_, _, blob) in blobs.items():
             self.pending[key] = blob
-        handed = self.sender.send([(topic, key, value, None) for _, topic, key, value in plan.outputs])
-        await asyncio.sleep(0)  # the sender's task hands them over now, unless the broker is behind
-        return self._complete(admitted, handed, counts[EMITTED], blobs, last, fresh)
+        box = self._outbox(faust_adapter.plain_producer(self.app))
+        for _, topic, key, value in plan.outputs:
+            box.add(topic, key, value)
+        futures = await box.send()
+        return self._complete(admitted, futures, counts[EMITTED], blobs, last, fresh)
 
     def _outbox(self, producer: Any) -> Outbox:
         return Outbox(producer, self._partitions_of, self.partitioner)
@@ -166,15 +165,13 @@ class Publisher:
                 db[key] = value
             faust_adapter.index_keys(self.states, (key for key, _ in pairs), partition)
 
-    async def _complete(self, admitted: list[Any], futures: list[Any] | asyncio.Future[list[Any]], emitted: int,
+    async def _complete(self, admitted: list[Any], futures: list[Any], emitted: int,
                         blobs: dict[bytes, tuple[int, int, bytes]] | None, last: dict[Any, int] | None,
                         fresh: list[Any]) -> None:
-        """Run by the pipeline, in arrival order: wait for the batch's writes (at-least-once: once the sender
-        handed them over, ``futures`` gives their delivery futures); count it. Exactly-once: acknowledge
-        every record to Faust. At-least-once: send its states and its partitions' progress to the changelog
-        (in this order: one changelog partition holds both) and leave the rest to ``_store_when_written``."""
-        if isinstance(futures, asyncio.Future):
-            futures = await futures
+        """Run by the pipeline, in arrival order: wait for the batch's writes; count it. Exactly-once:
+        acknowledge every record to Faust. At-least-once: send its states and its partitions' progress
+        to the changelog (in this order: one changelog partition holds both) and leave the rest to
+        ``_store_when_written``."""
         for future in futures:
             await future
         if fresh:  # Kafka timestamps (seconds) of the new records -> their writes acknowledged
@@ -185,20 +182,20 @@ class Publisher:
             self._acknowledge(admitted)
             return
         local: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-        records = []
+        box = self._outbox(faust_adapter.plain_producer(self.app))
         for key, (_, partition, blob) in blobs.items():
             local[partition].append((key, blob))
-            records.append((self.changelog, key, blob, partition))
+            box.add(self.changelog, key, blob, partition)
         for tp, offset in last.items():
             finished = self.sequencer.finished(tp)
             if finished is None or offset > finished:  # (redelivered records are acknowledged only)
                 key, value = self.sequencer.progress(tp, offset)
                 local[tp.partition].append((key, value))
-                records.append((self.changelog, key, value, tp.partition))
-        handed = self.sender.send(records)
-        self._stored = asyncio.ensure_future(self._store_when_written(self._stored, handed, local, blobs, admitted))
+                box.add(self.changelog, key, value, tp.partition)
+        sent = await box.send()
+        self._stored = asyncio.ensure_future(self._store_when_written(self._stored, sent, local, blobs, admitted))
 
-    async def _store_when_written(self, previous: asyncio.Future[bool] | None, handed: asyncio.Future[list[Any]],
+    async def _store_when_written(self, previous: asyncio.Future[bool] | None, futures: list[Any],
                                   local: dict[int, list[tuple[bytes, bytes]]],
                                   blobs: dict[bytes, tuple[int, int, bytes]], admitted: list[Any]) -> bool:
         """At-least-once, after the previous batch's (in arrival order, so the local table never goes
@@ -214,7 +211,6 @@ class Publisher:
         if previous is not None and not await previous:
             return False  # the worker is stopping with that batch's error
         try:
-            futures = await handed
             for future in futures:
                 await future
         except Exception as exc:  # noqa: BLE001 - the worker stops with it; the records come again

@@ -113,9 +113,8 @@ async def health(worker: Worker, web: View, request: Request) -> Response:
     reason, expired states and ttl_sweeps, rewound (partitions sought back over records the consumer
     skipped or stalled on), absent (offsets that turned out not to exist); batch_sizes (micro-batches
     per power-of-two size bucket); the step's moving average; whether torch is loaded (it never should
-    be); sender: at-least-once hand-overs to the producer, and sends merged into an earlier one's
-    while it waited for the broker (streams/writer.py); gc: objects frozen at start (out of the
-    cyclic collector's scans) and collections per generation. Without crashes: produced = processed + rejected."""
+    be); gc: objects frozen at start (out of the cyclic collector's scans) and collections per
+    generation. Without crashes: produced = processed + rejected."""
     counts = worker.counts
     return web.json({"model_version": worker.manifest.model_version, "table": worker.table_name,
                      "ready": not_ready(worker) is None,
@@ -124,7 +123,5 @@ async def health(worker: Worker, web: View, request: Request) -> Response:
                      "rejected": dict(worker.rejected), "stream_time": worker.stream_time,
                      "batch_sizes": dict(sorted(worker.batch_sizes.items(), key=lambda kv: int(kv[0]))),
                      "step_ms_avg": round(1000 * worker.step_s, 3) if worker.step_s < 1.0 else None,
-                     "sender": {"handovers": worker.publisher.sender.handovers,
-                                "merged": worker.publisher.sender.merged},
                      "gc": {"frozen_objects": gc.get_freeze_count(),
                             "collections": [g["collections"] for g in gc.get_stats()]}})

@@ -102,10 +102,8 @@ def test_at_least_once_stores_and_acknowledges_only_after_the_changelog_has_the_
         publisher.pending.update({b"u1": blobs[1], b"u2": blobs[2]})  # the states of batches 1 and 2, not yet stored
         chain = None
         for n, write in enumerate(writes):
-            handed = loop.create_future()  # what the sender gives once it handed the batch to the producer
-            handed.set_result([write])
             chain = asyncio.ensure_future(publisher._store_when_written(
-                chain, handed, {n: [(b"u%d" % n, blobs[n])]}, {b"u%d" % n: (0, n, blobs[n])}, [f"m{n}"]))
+                chain, [write], {n: [(b"u%d" % n, blobs[n])]}, {b"u%d" % n: (0, n, blobs[n])}, [f"m{n}"]))
         writes[1].set_result(None)  # batch 1's changelog write is acknowledged before batch 0's
         await asyncio.sleep(0.01)
         assert events == []  # nothing stored or acknowledged: batch 0's states are not in Kafka yet
@@ -117,60 +115,5 @@ def test_at_least_once_stores_and_acknowledges_only_after_the_changelog_has_the_
         writes[2].set_exception(OSError("broker gone"))
         assert chain is not None and await chain is False
         assert len(events) == 4 and [str(e) for e in failures] == ["broker gone"]  # batches 2 and 3: neither
-
-    asyncio.run(main())
-
-
-def test_the_sender_hands_over_in_order_and_merges_what_queued_while_the_broker_was_behind() -> None:
-    """aiokafka's send_batch waits while a partition's last batch has not gone to the broker; the sender
-    waits there in its own task, and what the worker sends meanwhile goes in one builder per partition."""
-    import asyncio
-
-    from aiokafka.producer.message_accumulator import BatchBuilder
-
-    from streamrec.streams.partitioner import KeyPartitioner
-    from streamrec.streams.writer import Sender
-
-    class Producer:  # aiokafka's builders; send_batch waits for the test's go, as for a drained batch
-        def __init__(self) -> None:
-            self.sent: list[tuple[str, int, list[bytes]]] = []
-            self.go = asyncio.Event()
-            self.fail: Exception | None = None
-
-        def create_batch(self) -> BatchBuilder:
-            return BatchBuilder(16384, 0)
-
-        async def send_batch(self, builder: BatchBuilder, topic: str, partition: int) -> asyncio.Future:
-            await self.go.wait()
-            if self.fail is not None:
-                raise self.fail
-            builder.close()
-            done = asyncio.get_running_loop().create_future()
-            done.set_result((topic, partition, builder.record_count()))
-            self.sent.append((topic, partition, builder.record_count()))
-            return done
-
-    async def main() -> None:
-        producer = Producer()
-        sender = Sender(lambda: producer, lambda topic: 4, KeyPartitioner())
-        first = sender.send([("recs", None, b"a", 0), ("changelog", b"k", b"s", 2)])
-        await asyncio.sleep(0)  # its hand-over starts, and waits for the broker
-        later = [sender.send([("recs", None, b"b%d" % n, 0), ("recs", None, b"c", 1)]) for n in range(3)]
-        assert not first.done() and producer.sent == []
-        producer.go.set()
-        assert [await f for f in await first] == [("recs", 0, 1), ("changelog", 2, 1)]
-        parts = [await handed for handed in later]
-        # the three later sends went in one hand-over: one builder per partition, 3 records on partition 0
-        assert producer.sent[2:] == [("recs", 0, 3), ("recs", 1, 3)]
-        assert all([f.result() for f in part] == [("recs", 0, 3), ("recs", 1, 3)] for part in parts)
-        assert (sender.handovers, sender.merged) == (2, 2)
-        producer.fail = OSError("broker gone")
-        failed = sender.send([("recs", None, b"d", 3)])
-        try:
-            await failed
-        except OSError as exc:
-            assert str(exc) == "broker gone"
-        else:
-            raise AssertionError("the producer's error must reach the send's owner")
 
     asyncio.run(main())
