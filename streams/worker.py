@@ -49,7 +49,6 @@ import asyncio
 import gc
 import logging
 import re
-import shutil
 import socket
 import sys
 import time
@@ -69,6 +68,7 @@ from streamrec.streams.config import ConfigError, WorkerConfig, parse_since
 from streamrec.streams.expiry import expire_idle_states
 from streamrec.streams.gate import OutputGate
 from streamrec.streams.inbox import Inbox
+from streamrec.streams.local_state import RunningMarker
 from streamrec.streams.metrics import WorkerMetrics
 from streamrec.streams.partitioner import KeyPartitioner
 from streamrec.streams.pipeline import Pipeline
@@ -158,8 +158,7 @@ class Worker:
         self.partitioner = KeyPartitioner()
         self.publisher = Publisher(app, self.states, self.sequencer, config, self.counts, self.rejected,
                                    self.metrics.publish_latency, self.partitioner, self._pipeline_failed)
-        self.running_marker = config.data_dir / "streamrec.running"  # exists while a worker runs on this data dir
-        self._prepared = False
+        self.running_marker = RunningMarker(config.data_dir)  # streams/local_state.py
         self._verified: set[str] = set()
         faust_adapter.check(app)  # the private attributes of faust and aiokafka it uses (a clear error if missing)
         faust_adapter.install_batch_drain(app, self.events_topic.topics, self.inbox.put, self.inbox.space)
@@ -218,7 +217,7 @@ class Worker:
             return
         # Everything built so far (imports, Faust, the bundle) lives as long as the worker: out of the collector's
         # sight, a full collection scans only what came after. Unfrozen, each took 47-72 ms on ml-100k (a stall of
-        # every event in flight: the p99 at 7,500 events/s offered).
+        # every event in flight, at 7,500 events/s offered).
         gc.collect()
         gc.freeze()
         log.info("streamrec worker: model %s (k=%d, m=%d, event types %s), table %s, batches of %d at most "
@@ -373,27 +372,16 @@ class Worker:
         found = self.app.consumer.topic_partitions(topic)
         return None if found is None or found == self.config.partitions else mismatch(self.config, topic, found)
 
-    # ---- local state after a crash (exactly-once) --------------------------------------------
+    # ---- local state after a crash (exactly-once; streams/local_state.py) ------------------
     def prepare_local_state(self) -> bool:
-        """At worker start. Under exactly-once, a worker that did not stop cleanly (SIGKILL, power loss)
-        may have left writes of transactions Kafka then aborted in its local RocksDB: delete the local
-        table so it is rebuilt from the changelog, read committed. Returns whether it did."""
-        if self._prepared:
-            return False
-        self._prepared = True
-        wiped = False
-        if self.exactly_once and self.running_marker.exists():
-            log.warning("the last worker on %s did not stop cleanly: rebuilding the state table from its changelog",
-                        self.config.data_dir)
-            shutil.rmtree(self.app.conf.tabledir, ignore_errors=True)
-            wiped = True
-        self.running_marker.parent.mkdir(parents=True, exist_ok=True)
-        self.running_marker.write_text("streamrec worker running; deleted on a clean stop\n")
-        return wiped
+        """At worker start: under exactly-once, a worker that did not stop cleanly may have left writes of
+        aborted transactions in its local RocksDB; the local table is then rebuilt from the changelog."""
+        return self.running_marker.start(wipe=self.app.conf.tabledir if self.exactly_once else None)
 
     def mark_stopped(self) -> None:
         """After a clean stop (``streamrec worker`` calls it once Faust has closed the tables)."""
-        self.running_marker.unlink(missing_ok=True)
+        self.running_marker.stopped()
+
 
 def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     started = time.perf_counter()
