@@ -30,6 +30,9 @@ class TrainConfig:
     negatives: int = 0  # > 0: sampled softmax in training: each chunk's targets are ranked against
     # this many items drawn uniformly (shared by the chunk's positions) instead of the whole catalog
     # (seen items and the target itself excluded from them); 0: the whole catalog
+    label_smoothing: float = 0.0  # > 0: training targets are (1 - this) on the true next item plus this
+    # spread evenly over the items the loss ranks it against (seen items, PAD and OOV get none;
+    # with ``negatives``, over the draws that count); 0: off
     ema: float = 0.99  # > 0: validate, keep and return an exponential moving average of the
     # weights (this decay per optimizer step) instead of the last weights
 

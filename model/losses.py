@@ -1,6 +1,6 @@
 """The training losses' pieces, apart from the loop that uses them (``model/train.py``): item dropout,
-the seen-item mask, sampled softmax and the transition prior's leave-one-out correction. Pure
-tensor functions."""
+the seen-item mask, sampled softmax, label smoothing and the transition prior's leave-one-out
+correction. Pure tensor functions."""
 from __future__ import annotations
 
 import torch
@@ -9,13 +9,36 @@ from torch import nn
 from streamrec.model.lstm import LSTMRecommender
 
 
+MASKED = -1e8  # a logit at or below this is masked (mask_seen and sampled_loss set -1e9)
+
+
+def smoothed_ce(logits: torch.Tensor, target: torch.Tensor, eps: float, first: int = 2) -> torch.Tensor:
+    """Summed cross-entropy of ``logits`` [n, N] for ``target`` [n] with label smoothing ``eps``: the
+    target distribution is (1 - eps) on the target plus eps spread evenly over the row's live
+    columns only: those from ``first`` on (whole-catalog scores: PAD and OOV, never a target, get
+    none) whose logit is above MASKED (seen items get none); the target is always live. eps = 0:
+    plain cross-entropy."""
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"label smoothing must be in [0, 1), got {eps}")
+    if eps == 0:
+        return nn.functional.cross_entropy(logits, target, reduction="sum")
+    logp = torch.log_softmax(logits, dim=-1)
+    nll = -logp.gather(1, target[:, None]).squeeze(1)
+    live = logits > MASKED
+    if first > 0:
+        live[:, :first] = False
+    spread = -logp.masked_fill(~live, 0.0).sum(-1) / live.sum(-1).clamp(min=1)
+    return ((1.0 - eps) * nll + eps * spread).sum()
+
+
 def sampled_loss(model: LSTMRecommender, q: torch.Tensor, target: torch.Tensor, k: int, gen: torch.Generator,
-                  seen: tuple | None = None) -> torch.Tensor:
+                  seen: tuple | None = None, smoothing: float = 0.0) -> torch.Tensor:
     """Summed sampled-softmax cross-entropy of query vectors ``q`` [n, Q] for ``target`` [n]: each
     target against ``k`` items drawn uniformly from the catalog (PAD/OOV excluded), shared by the n
     rows; a draw equal to the row's target, or (with ``seen``, the arguments of ``mask_seen``
     after the scores) already in the row's history, does not count. Uniform draws need no
-    log-probability correction (it is the same for every item)."""
+    log-probability correction (it is the same for every item). ``smoothing``: label smoothing over
+    the target and the draws that count (``smoothed_ce``), a sampled stand-in for the catalog's."""
     n_items = model.cfg.n_items
     neg = torch.randint(2, n_items, (k,), generator=gen)
     table = model.output_table()
@@ -36,7 +59,7 @@ def sampled_loss(model: LSTMRecommender, q: torch.Tensor, target: torch.Tensor, 
         drop = drop | hit[:, lut[neg]]  # a repeated draw reads the column its item maps to
     other = other.masked_fill(drop, -1e9)
     logits = torch.cat([pos, other], dim=1)
-    return nn.functional.cross_entropy(logits, torch.zeros(len(target), dtype=torch.int64), reduction="sum")
+    return smoothed_ce(logits, torch.zeros(len(target), dtype=torch.int64), smoothing, first=0)
 
 
 def mask_items(items: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:

@@ -10,7 +10,8 @@ the (tied) item embeddings plus a per-item bias. Options: separate first-order i
 training data, weighted by learned scalars (``transitions``); attention over the user's last N
 distinct known items, the newest end of the window the serving state keeps for its seen filter
 (``attention``, NARM/STAMP-style: the query is the LSTM output, keys and values the items'
-embeddings; ``recent_windows`` builds the windows for training, serving passes its own).
+embeddings; ``recent_windows`` builds the windows for training, serving passes its own); a
+SASRec-style point-wise feed-forward residual block on the query (``ffn``).
 
 ``forward`` (training, fused ``nn.LSTM``) and ``step`` (serving, explicit gate arithmetic)
 are the same computation: tests/model/test_lstm.py proves T steps equal one forward over T.
@@ -48,6 +49,8 @@ class LSTMConfig:
     # included, oldest first, PAD-padded on the left: the newest N of the serving seen window);
     # the context, mapped into the scoring space, adds to the query. ``step`` then takes the
     # window as an input. 0: off
+    ffn: int = 0  # > 0: a point-wise feed-forward residual block on the query, SASRec-style, with this
+    # inner width: q = LayerNorm(q + drop(W2 drop(relu(W1 q)))) after the query's LayerNorm. 0: off
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +94,10 @@ class LSTMRecommender(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
             self.type_emb.weight[0].zero_()
+        if cfg.ffn > 0:  # created last: the other weights keep the random draws they had without it
+            self.ffn_in = nn.Linear(cfg.dim, cfg.ffn)
+            self.ffn_out = nn.Linear(cfg.ffn, cfg.dim)
+            self.ffn_norm = nn.LayerNorm(cfg.dim)
 
     def init_state(self, batch: int) -> tuple[Tensor, Tensor]:
         """A new user's state: zeros, shape [layers, batch, hidden] each."""
@@ -129,9 +136,16 @@ class LSTMRecommender(nn.Module):
                 raise ValueError("an attention model needs the recent-items window (attention > 0)")
             q = q + self.attend(o, window)
         q = self.norm(q)
+        if self.cfg.ffn > 0:
+            q = self.feed_forward(q)
         if self.fo_in is not None:
             q = torch.cat([q, self.drop(self.fo_in(items))], dim=-1)
         return q
+
+    def feed_forward(self, q: Tensor) -> Tensor:
+        """The point-wise feed-forward residual block (``ffn`` > 0) on query vectors [..., dim]."""
+        f = self.ffn_out(self.drop(torch.relu(self.ffn_in(q))))
+        return self.ffn_norm(q + self.drop(f))
 
     def output_table(self) -> Tensor:
         """[n_items, query size]: the item embeddings (tied), beside the first-order out table."""

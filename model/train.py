@@ -18,7 +18,7 @@ from tqdm import tqdm
 from streamrec.model.encode import Encoded, TargetSet, last_items
 from streamrec.model.evaluate import evaluate_scorer
 from streamrec.model.config import TrainConfig
-from streamrec.model.losses import leave_one_out, mask_items, mask_seen, sampled_loss
+from streamrec.model.losses import leave_one_out, mask_items, mask_seen, sampled_loss, smoothed_ce
 from streamrec.model.lstm import LSTMConfig, LSTMRecommender, recent_windows
 from streamrec.model.warm import grow
 
@@ -50,7 +50,6 @@ def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Op
     ema_steps = ema_steps if ema_steps is not None else [0]
     model.train()
     total, count = 0.0, 0
-    loss_fn = nn.CrossEntropyLoss(ignore_index=0, reduction="sum")
     gen = torch.Generator().manual_seed(int(rng.integers(2**31))) if cfg.item_mask > 0 else None
     if cfg.negatives > 0 and model.cfg.transitions > 0:
         raise ValueError("sampled negatives (negatives > 0) do not support the transition prior (transitions > 0)")
@@ -76,14 +75,15 @@ def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Op
             current, target_n = inputs[:, a:b][sel], target[sel]
             if cfg.negatives > 0:
                 loss = sampled_loss(model, q[sel], target_n, cfg.negatives, neg_gen,
-                                     (items[:, :b], a, target, sel) if cfg.mask_seen else None)
+                                     (items[:, :b], a, target, sel) if cfg.mask_seen else None,
+                                     cfg.label_smoothing)
             else:
                 scores = model.score(q[sel], current)
                 if model.cfg.transitions > 0:
                     scores = leave_one_out(model, scores, current, target_n)
                 if cfg.mask_seen:
                     scores = mask_seen(scores, items[:, :b], a, target, sel)
-                loss = loss_fn(scores, target_n)
+                loss = smoothed_ce(scores, target_n, cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             (loss / n).backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
