@@ -12,7 +12,8 @@ conductor, the channel queue, the stream iterator):
   their unconsumed fetches cannot hold back the next fetch of the input partitions;
 - records are sent with aiokafka batch builders (``streams/writer.py``'s ``Outbox``), through
   Faust's own producer (at-least-once) or the source partition's transactional producer
-  (``plain_producer``, ``transactional_producer``);
+  (``plain_producer``, ``transactional_producer``); at-least-once, a topic-partition's records join
+  the batch aiokafka has queued for it and not sent yet, if any (``queued_batch``);
 - the contiguity guard (``streams/sequencer.py``) resets the consumer's offset bookkeeping when it
   seeks back; the state table is read and written per partition, straight in RocksDB.
 
@@ -48,6 +49,8 @@ _RUNNING: list[tuple[str, Callable[[Any], Any]]] = [
      lambda app: [getattr(app.consumer, n) for n in ("_read_offset", "_committed_offset", "_acked", "_acked_index",
                                                     "_gap", "_unacked_messages", "suspend_flow", "callback")]),
     ("faust Consumer.transactions", lambda app: app.consumer.transactions),
+    ("aiokafka AIOKafkaProducer._message_accumulator._batches / MessageBatch._builder / future",
+     lambda app: _check_queued_batch(plain_producer(app))),
     ("aiokafka Fetcher._records / _subscriptions.subscription",
      lambda app: [(f._records, f._subscriptions.subscription) for f in [app.consumer._thread._ensure_consumer()._fetcher]]),
 ]
@@ -239,6 +242,27 @@ def changelog_written(app: Any, table: Any, exactly_once: bool) -> Callable[[Any
 def plain_producer(app: Any) -> Any:
     """The aiokafka producer Faust started (at-least-once writes)."""
     return app.producer._producer
+
+
+def queued_batch(producer: Any, topic: str, partition: int) -> tuple[Any, asyncio.Future[Any]] | None:
+    """The batch ``producer`` has queued for ``topic``/``partition`` and not handed to a request yet (the last
+    one, if several): its builder (``append`` returns None once the batch is full or has gone) and its
+    delivery future; None when there is none. A record appended to that builder now leaves with the batch:
+    aiokafka builds a batch's bytes only when it sends it, after taking it off this queue."""
+    queued = producer._message_accumulator._batches.get((topic, partition))
+    if not queued:
+        return None
+    batch = queued[-1]
+    return batch._builder, asyncio.shield(batch.future)
+
+
+def _check_queued_batch(producer: Any) -> None:
+    from aiokafka.producer.message_accumulator import MessageBatch
+    from aiokafka.structs import TopicPartition
+
+    producer._message_accumulator._batches.get(("streamrec-check", 0))
+    batch = MessageBatch(TopicPartition("streamrec-check", 0), producer.create_batch(), 1.0, 0.0)
+    return batch._builder.append, batch.future
 
 
 def transactional_producer(app: Any, topic: str, partition: int) -> tuple[Any, asyncio.Lock]:

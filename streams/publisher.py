@@ -92,14 +92,16 @@ class Publisher:
             return self._complete(admitted, futures, counts[EMITTED], None, None, fresh)
         for key, (_, _, blob) in blobs.items():
             self.pending[key] = blob
-        box = self._outbox(faust_adapter.plain_producer(self.app))
+        box = self._outbox(faust_adapter.plain_producer(self.app), join_queued=True)
         for _, topic, key, value in plan.outputs:
             box.add(topic, key, value)
         futures = await box.send()
         return self._complete(admitted, futures, counts[EMITTED], blobs, last, fresh)
 
-    def _outbox(self, producer: Any) -> Outbox:
-        return Outbox(producer, self._partitions_of, self.partitioner)
+    def _outbox(self, producer: Any, join_queued: bool = False) -> Outbox:
+        """At-least-once (``join_queued``): records join the batches the producer has queued (streams/writer.py).
+        Not in transactions: a queued batch may belong to one that is committing."""
+        return Outbox(producer, self._partitions_of, self.partitioner, join_queued)
 
     def _partitions_of(self, topic: str) -> int:
         """Partitions of an output topic (cached: where a key's records go must not change)."""
@@ -182,7 +184,7 @@ class Publisher:
             self._acknowledge(admitted)
             return
         local: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-        box = self._outbox(faust_adapter.plain_producer(self.app))
+        box = self._outbox(faust_adapter.plain_producer(self.app), join_queued=True)
         for key, (_, partition, blob) in blobs.items():
             local[partition].append((key, blob))
             box.add(self.changelog, key, blob, partition)

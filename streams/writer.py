@@ -10,25 +10,38 @@ where Kafka's default partitioner (murmur2, as the Java client and aiokafka) put
     box.add("recommendations", key, value)            # the key's default partition
     box.add("worker-user-state-changelog", key, value, partition=3)
     futures = await box.send()                         # one future per builder, in order
+
+aiokafka keeps one produce request in flight per broker, and ``send_batch`` waits while the
+topic-partition still has a batch queued behind that request. With ``join_queued`` (at-least-once,
+Faust's plain producer) a topic-partition's records first go into the batch the producer has queued
+for it and not sent yet, if there is one with room: they leave with it, in order after its records,
+and the loop does not wait a broker round trip for a builder of its own. Measured at 8,800 events/s
+offered on ml-100k: a quarter of the sends waited, 30-60% of the worker loop's time.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from streamrec.streams import faust_adapter
 from streamrec.streams.partitioner import KeyPartitioner
 
 
 class Outbox:
     """Records for one producer, batched per topic-partition until ``send``."""
 
-    def __init__(self, producer: Any, partitions_of: Callable[[str], int], partitioner: KeyPartitioner) -> None:
+    def __init__(self, producer: Any, partitions_of: Callable[[str], int], partitioner: KeyPartitioner,
+                 join_queued: bool = False) -> None:
         self.producer = producer
         self.partitions_of = partitions_of
         self.partitioner = partitioner
+        self.join_queued = join_queued  # see the module docstring
         self._open: dict[tuple[str, int], Any] = {}  # (topic, partition) -> the builder being filled
         self._full: list[tuple[str, int, Any]] = []  # builders that filled up, in order
+        self._joined: dict[int, Any] = {}  # id of a queued batch's builder -> that batch's delivery future
+        self._used: dict[int, bool] = {}  # ids of the joined builders that took a record
         self.n = 0
+        self.joined = 0  # records that went into a batch the producer had queued
 
     def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
         if partition is None:
@@ -36,21 +49,40 @@ class Outbox:
         tp = (topic, partition)
         builder = self._open.get(tp)
         if builder is None:
-            builder = self._open[tp] = self.producer.create_batch()
+            builder = self._open[tp] = self._first_builder(topic, partition)
         if builder.append(key=key, value=value, timestamp=None) is None:  # full: start another one
-            self._full.append((topic, partition, builder))
+            if id(builder) not in self._joined or self._used.get(id(builder)):  # (a full queued batch: not ours)
+                self._full.append((topic, partition, builder))
             builder = self._open[tp] = self.producer.create_batch()
             if builder.append(key=key, value=value, timestamp=None) is None:
                 raise ValueError(f"a record of {len(value or b'') + len(key or b'')} bytes does not fit in one "
                                  f"batch for {topic}")
         self.n += 1
+        if id(builder) in self._joined:
+            self._used[id(builder)] = True
+            self.joined += 1
+
+    def _first_builder(self, topic: str, partition: int) -> Any:
+        """The builder a topic-partition's first record goes to: the producer's queued batch (``join_queued``)
+        or a new one."""
+        if self.join_queued:
+            queued = faust_adapter.queued_batch(self.producer, topic, partition)
+            if queued is not None:
+                builder, delivered = queued
+                self._joined[id(builder)] = delivered
+                return builder
+        return self.producer.create_batch()
 
     async def send(self) -> list[Any]:
         """Hand every builder to the producer (in the order they filled, then the open ones); returns the
-        delivery futures. Kafka keeps records in order per partition."""
+        delivery futures (of a joined queued batch: its own). Kafka keeps records in order per partition."""
         batches = self._full + [(topic, partition, b) for (topic, partition), b in self._open.items()]
-        self._full, self._open, self.n = [], {}, 0
+        joined = self._joined
+        self._full, self._open, self._joined, self._used, self.n = [], {}, {}, {}, 0
         futures = []
         for topic, partition, builder in batches:
-            futures.append(await self.producer.send_batch(builder, topic, partition=partition))
+            delivered = joined.get(id(builder))
+            if delivered is None:
+                delivered = await self.producer.send_batch(builder, topic, partition=partition)
+            futures.append(delivered)
         return futures
