@@ -130,6 +130,10 @@ SETTINGS = (
     Setting("batch_wait", "--batch-wait", "STREAMREC_BATCH_WAIT", "MS",
             "milliseconds a batch waits for more records when fewer than --batch-max are ready (a lone event is "
             "never delayed longer; under load batches fill by themselves); 0 = take what is ready"),
+    Setting("producer_batch_bytes", "--producer-batch-bytes", "STREAMREC_PRODUCER_BATCH_BYTES", "BYTES",
+            "largest record batch the worker's producer builds for one topic-partition; at-least-once, records join "
+            "the batch queued behind the request in flight until it is this full, so the loop rarely waits for "
+            "Kafka (keep it below the topics' max.message.bytes, 1 MiB by default)"),
     Setting("state_ttl", "--state-ttl", "STREAMREC_STATE_TTL", "DURATION",
             "delete the state of a user idle this long (e.g. 30d, 12h; 0 = never), measured in event time: "
             "against the newest event time the worker has seen (never later than its clock); deletions "
@@ -284,6 +288,7 @@ class WorkerConfig:
     in_flight: int = 1000  # events whose writes may be under way at once (streams/pipeline.py)
     batch_max: int = 256  # records per micro-batch at most (streams/inbox.py)
     batch_wait: float = 0.001  # seconds a micro-batch waits for more records (flag and variable: ms)
+    producer_batch_bytes: int = 256 * 1024  # Faust's producer_max_batch_size (aiokafka's max_batch_size)
     state_ttl: float = 0.0  # seconds of event time; 0 = states never expire
     ttl_sweep: float = 60.0  # seconds between expiry sweeps
     warm_from: str | None = None  # streams/warm.py: a duration back from now, an ISO time or epoch ms
@@ -354,7 +359,8 @@ class WorkerConfig:
         values: dict[str, object] = {}
         for name, value in raw.items():
             text = str(value).strip()
-            if name in ("partitions", "replication", "k", "web_port", "threads", "in_flight", "batch_max"):
+            if name in ("partitions", "replication", "k", "web_port", "threads", "in_flight", "batch_max",
+                        "producer_batch_bytes"):
                 values[name] = _positive(_describe(name))(text)
             elif name in ("bundle", "data_dir"):
                 values[name] = Path(text)

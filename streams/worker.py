@@ -124,7 +124,7 @@ class Worker:
             broker_heartbeat_interval=min(3.0, config.session_timeout / 4), web_bind=config.web_host,
             web_port=config.web_port,
             web_host=config.web_host if config.web_host != "0.0.0.0" else socket.gethostname(),
-            autodiscover=False)
+            autodiscover=False, producer_max_batch_size=config.producer_batch_bytes)
         raw = {"key_serializer": "raw", "value_serializer": "raw", "partitions": config.partitions, "internal": True}
         self.events_topic = app.topic(config.clicks_topic, config.browses_topic, **raw)
         self.output_topic = app.topic(config.output_topic, **raw)

@@ -14,13 +14,14 @@ from streamrec.streams.worker import Worker
 
 def test_two_workers_built_in_one_process_are_independent(bundle_dir: Path, bundle: Bundle, tmp_path: Path) -> None:
     a = Worker(WorkerConfig(bundle=bundle_dir, app_id="a", clicks_topic="c1", browses_topic="b1", k=3,
-                            data_dir=tmp_path / "a", batch_max=16, in_flight=64))
+                            data_dir=tmp_path / "a", batch_max=16, in_flight=64, producer_batch_bytes=65536))
     b = Worker(WorkerConfig(bundle=bundle_dir, app_id="b", data_dir=tmp_path / "b"))
     assert a.app is not b.app and a.app.conf.id == "a" and b.app.conf.id == "b"
     assert a.table_name == b.table_name == f"user-state-{bundle.version}"
     assert a.events_topic.topics == ("c1", "b1") and a.rules.slots == {"c1": 0, "b1": 1}
     assert (a.k, b.k) == (3, bundle.k) and a.rules.kinds == {"c1": "click", "b1": "browse"}
     assert (a.inbox.batch_max, a.config.in_flight) == (16, 64) and b.inbox.batch_max == 256
+    assert (a.app.conf.producer_max_batch_size, b.app.conf.producer_max_batch_size) == (65536, 256 * 1024)
     assert a.bundle is None and a.load_bundle().version == bundle.version  # the model loads on demand, once
     assert a.load_bundle() is a.bundle
     assert a.counts == {} and b.pending == {}
