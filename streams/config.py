@@ -131,9 +131,8 @@ SETTINGS = (
             "milliseconds a batch waits for more records when fewer than --batch-max are ready (a lone event is "
             "never delayed longer; under load batches fill by themselves); 0 = take what is ready"),
     Setting("producer_batch_bytes", "--producer-batch-bytes", "STREAMREC_PRODUCER_BATCH_BYTES", "BYTES",
-            "largest record batch the worker's producer builds for one topic-partition; at-least-once, records join "
-            "the batch queued behind the request in flight until it is this full, so the loop rarely waits for "
-            "Kafka (keep it below the topics' max.message.bytes, 1 MiB by default)"),
+            "largest record batch the producer builds per topic-partition (at-least-once, records join the batch "
+            "queued behind the request in flight up to this size; keep it below the topics' max.message.bytes)"),
     Setting("state_ttl", "--state-ttl", "STREAMREC_STATE_TTL", "DURATION",
             "delete the state of a user idle this long (e.g. 30d, 12h; 0 = never), measured in event time: "
             "against the newest event time the worker has seen (never later than its clock); deletions "
