@@ -20,6 +20,7 @@ offered on ml-100k: a quarter of the sends waited, 30-60% of the worker loop's t
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -83,6 +84,7 @@ class Outbox:
         for topic, partition, builder in batches:
             delivered = joined.get(id(builder))
             if delivered is None:
-                delivered = await self.producer.send_batch(builder, topic, partition=partition)
-            futures.append(delivered)
+                futures.append(await self.producer.send_batch(builder, topic, partition=partition))
+            else:  # shielded as send_batch's are: a cancelled wait must not cancel aiokafka's future
+                futures.append(asyncio.shield(delivered))
         return futures

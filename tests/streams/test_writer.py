@@ -30,21 +30,27 @@ def test_records_join_the_batch_the_producer_has_queued_and_leave_with_it() -> N
         assert box.joined == 2
         futures = await box.send()
         assert len(futures) == 1 and len(queue[tp]) == 1  # no batch of its own: nothing to wait for
+        again = Outbox(producer, lambda topic: 2, KeyPartitioner(), join_queued=True)
+        again.add("recs", b"u1", b"fourth", partition=1)
+        (waiting,) = await again.send()
+        waiting.cancel()  # a worker stopping while it waits: aiokafka's own future goes on
+        await asyncio.sleep(0)
+        assert not queue[tp][0].future.cancelled()
 
         batch = queue[tp].popleft()  # the producer's sender takes it and builds its bytes
-        assert _values(batch.get_data_buffer()) == [b"first", b"second", b"third"]  # in order, one batch
+        assert _values(batch.get_data_buffer()) == [b"first", b"second", b"third", b"fourth"]  # in order
         batch.done(base_offset=40)
         assert (await futures[0]).offset == 40  # the joined records are acknowledged with it
 
         # once it has gone, records start a builder of their own; without join_queued they always do
         for join in (True, False):
             box = Outbox(producer, lambda topic: 2, KeyPartitioner(), join_queued=join)
-            box.add("recs", b"u3", b"fourth", partition=1)
+            box.add("recs", b"u3", b"fifth", partition=1)
             assert box.joined == 0 and len(box._open) == 1
         later = producer.create_batch()
         await producer._message_accumulator.add_batch(later, tp, timeout=1.0)
         box = Outbox(producer, lambda topic: 2, KeyPartitioner(), join_queued=False)
-        box.add("recs", b"u4", b"fifth", partition=1)
+        box.add("recs", b"u4", b"sixth", partition=1)
         assert box.joined == 0 and later.record_count() == 0
 
     asyncio.run(main())
