@@ -6,7 +6,7 @@ record to a ``BatchBuilder`` of its topic-partition and hands each builder to th
 one ``send_batch``; the delivery futures are per builder. Keys without an explicit partition go
 where Kafka's default partitioner (murmur2, as the Java client and aiokafka) puts them.
 
-    box = Outbox(producer, partitions_of)
+    box = Outbox(producer, partitions_of, partitioner)
     box.add("recommendations", key, value)            # the key's default partition
     box.add("worker-user-state-changelog", key, value, partition=3)
     futures = await box.send()                         # one future per builder, in order
@@ -16,7 +16,9 @@ topic-partition still has a batch queued behind that request. With ``join_queued
 Faust's plain producer) a topic-partition's records first go into the batch the producer has queued
 for it and not sent yet, if there is one with room: they leave with it, in order after its records,
 and the loop does not wait a broker round trip for a builder of its own. Measured at 8,800 events/s
-offered on ml-100k: a quarter of the sends waited, 30-60% of the worker loop's time.
+offered on ml-100k: a quarter of the sends waited, 30-60% of the worker loop's time; with the join
+and batches of up to 256 KiB (the worker's ``--producer-batch-bytes``; aiokafka's 16 KiB filled up)
+almost none did.
 """
 from __future__ import annotations
 
