@@ -247,8 +247,9 @@ def plain_producer(app: Any) -> Any:
 def queued_batch(producer: Any, topic: str, partition: int) -> tuple[Any, asyncio.Future[Any]] | None:
     """The batch ``producer`` has queued for ``topic``/``partition`` and not handed to a request yet (the last
     one, if several): its builder (``append`` returns None once the batch is full or has gone) and its
-    delivery future (aiokafka's own: shield it before awaiting); None when there is none. A record appended to that builder now leaves with the batch:
-    aiokafka builds a batch's bytes only when it sends it, after taking it off this queue."""
+    delivery future (aiokafka's own: shield it before awaiting); None when there is none. A record
+    appended to that builder now leaves with the batch: aiokafka builds a batch's bytes only when it
+    sends it, after taking it off this queue."""
     queued = producer._message_accumulator._batches.get((topic, partition))
     if not queued:
         return None
@@ -256,7 +257,8 @@ def queued_batch(producer: Any, topic: str, partition: int) -> tuple[Any, asynci
     return batch._builder, batch.future
 
 
-def _check_queued_batch(producer: Any) -> None:
+def _check_queued_batch(producer: Any) -> tuple[Any, Any]:
+    """What ``queued_batch`` reads, on an empty batch of the running producer (never queued)."""
     from aiokafka.producer.message_accumulator import MessageBatch
     from aiokafka.structs import TopicPartition
 

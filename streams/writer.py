@@ -41,9 +41,7 @@ class Outbox:
         self.join_queued = join_queued  # see the module docstring
         self._open: dict[tuple[str, int], Any] = {}  # (topic, partition) -> the builder being filled
         self._full: list[tuple[str, int, Any]] = []  # builders that filled up, in order
-        self._joined: dict[int, Any] = {}  # id of a queued batch's builder -> that batch's delivery future
-        self._used: dict[int, bool] = {}  # ids of the joined builders that took a record
-        self.n = 0
+        self._joined: dict[int, Any] = {}  # id of a queued batch's builder that took records -> its delivery future
         self.joined = 0  # records that went into a batch the producer had queued
 
     def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
@@ -51,37 +49,36 @@ class Outbox:
             partition = self.partitioner(key, self.partitions_of(topic)) if key is not None else 0
         tp = (topic, partition)
         builder = self._open.get(tp)
-        if builder is None:
-            builder = self._open[tp] = self._first_builder(topic, partition)
-        if builder.append(key=key, value=value, timestamp=None) is None:  # full: start another one
-            if id(builder) not in self._joined or self._used.get(id(builder)):  # (a full queued batch: not ours)
-                self._full.append((topic, partition, builder))
-            builder = self._open[tp] = self.producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None) is None:
-                raise ValueError(f"a record of {len(value or b'') + len(key or b'')} bytes does not fit in one "
-                                 f"batch for {topic}")
-        self.n += 1
-        if id(builder) in self._joined:
-            self._used[id(builder)] = True
-            self.joined += 1
+        if builder is not None and builder.append(key=key, value=value, timestamp=None) is not None:
+            self.joined += id(builder) in self._joined
+            return
+        if builder is not None:  # full: start another one
+            self._full.append((topic, partition, builder))
+        elif self.join_queued and self._join(tp, key, value):
+            return
+        builder = self._open[tp] = self.producer.create_batch()
+        if builder.append(key=key, value=value, timestamp=None) is None:
+            raise ValueError(f"a record of {len(value or b'') + len(key or b'')} bytes does not fit in one "
+                             f"batch for {topic}")
 
-    def _first_builder(self, topic: str, partition: int) -> Any:
-        """The builder a topic-partition's first record goes to: the producer's queued batch (``join_queued``)
-        or a new one."""
-        if self.join_queued:
-            queued = faust_adapter.queued_batch(self.producer, topic, partition)
-            if queued is not None:
-                builder, delivered = queued
-                self._joined[id(builder)] = delivered
-                return builder
-        return self.producer.create_batch()
+    def _join(self, tp: tuple[str, int], key: bytes | None, value: bytes | None) -> bool:
+        """Put a topic-partition's first record in the batch the producer has queued for it, if there is one
+        with room; that batch is then the topic-partition's open builder."""
+        queued = faust_adapter.queued_batch(self.producer, *tp)
+        if queued is None or queued[0].append(key=key, value=value, timestamp=None) is None:
+            return False
+        builder, delivered = queued
+        self._open[tp] = builder
+        self._joined[id(builder)] = delivered
+        self.joined += 1
+        return True
 
     async def send(self) -> list[Any]:
         """Hand every builder to the producer (in the order they filled, then the open ones); returns the
         delivery futures (of a joined queued batch: its own). Kafka keeps records in order per partition."""
         batches = self._full + [(topic, partition, b) for (topic, partition), b in self._open.items()]
         joined = self._joined
-        self._full, self._open, self._joined, self._used, self.n = [], {}, {}, {}, 0
+        self._full, self._open, self._joined = [], {}, {}
         futures = []
         for topic, partition, builder in batches:
             delivered = joined.get(id(builder))
