@@ -42,12 +42,26 @@ def reserved_slots(n_items: int) -> torch.Tensor:
     return reserved
 
 
+def freeze_scoring(graph: nn.Module, model: LSTMRecommender) -> LSTMRecommender:
+    """The model as ``graph`` exports it. Cosine models: a shallow copy (every weight shared) whose
+    ``scoring_table`` is the unit-row table computed once here, held as ``graph``'s buffer
+    ``scoring_table``, so the graph does not normalize the catalog at every call (the same values:
+    the same function computed it). Other models: the model itself (their graphs are unchanged)."""
+    if model.cfg.cosine <= 0:
+        return model
+    with torch.no_grad():
+        graph.register_buffer("scoring_table", model.scoring_table().detach().clone())
+    frozen = copy.copy(model)
+    frozen.scoring_table = lambda: graph.scoring_table
+    return frozen
+
+
 class StepGraph(nn.Module):
     """The model's own ``step`` plus the in-graph TopK over the catalog (PAD/OOV excluded)."""
 
     def __init__(self, model: LSTMRecommender, n_top: int):
         super().__init__()
-        self.model, self.n_top = model, n_top
+        self.model, self.n_top = freeze_scoring(self, model), n_top
         self.register_buffer("reserved", reserved_slots(model.cfg.n_items))
 
     def forward(self, item, event_type, gap, h, c, window=None):
@@ -66,9 +80,7 @@ def refuse_indexed_transitions(model: LSTMRecommender) -> None:
 
 def scoring_vector(model: LSTMRecommender, q: torch.Tensor) -> torch.Tensor:
     """The vector a two-stage bundle's index searches with: the query (cosine models: scaled unit vector)."""
-    if model.cfg.cosine > 0:
-        q = model.cfg.cosine * nn.functional.normalize(q, dim=-1)
-    return q
+    return model.scale_query(q)
 
 
 class QueryGraph(nn.Module):
@@ -98,7 +110,7 @@ class RunGraph(nn.Module):
         super().__init__()
         if query:
             refuse_indexed_transitions(model)
-        self.model, self.n_top, self.query = model, n_top, query
+        self.model, self.n_top, self.query = model if query else freeze_scoring(self, model), n_top, query
         self.register_buffer("reserved", reserved_slots(model.cfg.n_items))
 
     def forward(self, item, event_type, gap, h, c, rows, window=None):
@@ -157,9 +169,7 @@ def item_table(model: LSTMRecommender) -> "np.ndarray":
     import numpy as np
 
     with torch.no_grad():
-        v = model.output_table().detach().float()
-        if model.cfg.cosine > 0:
-            v = nn.functional.normalize(v, dim=-1)
+        v = model.scoring_table().detach().float()
         b = model.bias.detach().float() if model.bias is not None else torch.zeros(v.shape[0])
         return np.ascontiguousarray(torch.cat([v, b[:, None]], dim=1).numpy(), dtype=np.float32)
 

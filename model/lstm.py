@@ -51,6 +51,8 @@ class LSTMConfig:
     # window as an input. 0: off
     ffn: int = 0  # > 0: a point-wise feed-forward residual block on the query, SASRec-style, with this
     # inner width: q = LayerNorm(q + drop(W2 drop(relu(W1 q)))) after the query's LayerNorm. 0: off
+    heads: int = 1  # attention heads (attention > 0): the query, keys and values split into this many
+    # equal slices of dim, each slice attending on its own; 1: one head over the whole dim
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,6 +79,8 @@ class LSTMRecommender(nn.Module):
             self.fo_out = nn.Embedding(cfg.n_items, cfg.first_order_dim, padding_idx=0)
             nn.init.normal_(self.fo_in.weight, std=0.05)
             nn.init.normal_(self.fo_out.weight, std=0.05)
+        if cfg.heads < 1 or cfg.dim % cfg.heads:
+            raise ValueError(f"heads must be >= 1 and divide dim={cfg.dim}, got {cfg.heads}")
         if cfg.attention > 0:
             self.att_q = nn.Linear(cfg.hidden, cfg.dim)  # LSTM output -> attention query
             self.att_pos = nn.Parameter(torch.randn(cfg.attention, cfg.dim) * 0.05)  # per window slot
@@ -115,6 +119,8 @@ class LSTMRecommender(nn.Module):
         item embeddings."""
         emb = self.item_emb(window)  # [..., N, dim]
         keys = emb + self.att_pos
+        if self.cfg.heads > 1:
+            return self.att_out(self._attend_heads(self.att_q(out), keys, emb, window > 1, self.cfg.heads))
         a = self.att_q(out).unsqueeze(-1)  # [..., dim, 1]
         logits = (keys @ a).squeeze(-1) * (1.0 / math.sqrt(self.cfg.dim))  # [..., N]
         live = window > 1
@@ -122,6 +128,19 @@ class LSTMRecommender(nn.Module):
         w = torch.softmax(logits, dim=-1) * live.to(logits.dtype)
         ctx = (w.unsqueeze(-2) @ self.drop(emb)).squeeze(-2)  # [..., dim]
         return self.att_out(ctx)
+
+    def _attend_heads(self, a: Tensor, keys: Tensor, emb: Tensor, live: Tensor, heads: int) -> Tensor:
+        """``attend`` with ``heads`` > 1: query a [..., dim], keys and values [..., N, dim] split into
+        heads slices of dim / heads; each slice's softmax over the window on its own; the slices'
+        contexts concatenated: [..., dim]."""
+        d = self.cfg.dim // heads
+        split = lambda x: x.reshape(*x.shape[:-1], heads, d).transpose(-2, -3)  # noqa: E731  [..., heads, N, d]
+        logits = (split(keys) @ a.reshape(*a.shape[:-1], heads, d, 1)).squeeze(-1) * (1.0 / math.sqrt(d))
+        live = live.unsqueeze(-2)  # [..., 1, N]
+        logits = torch.where(live, logits, torch.full_like(logits, -1e9))  # [..., heads, N]
+        w = torch.softmax(logits, dim=-1) * live.to(logits.dtype)
+        ctx = (w.unsqueeze(-2) @ split(self.drop(emb))).squeeze(-2)  # [..., heads, d]
+        return ctx.reshape(*ctx.shape[:-2], self.cfg.dim)
 
     def query(self, out: Tensor, items: Tensor, window: Tensor | None = None) -> Tensor:
         """Scoring-space vector from the LSTM output and the current item (any leading dims):
@@ -153,6 +172,20 @@ class LSTMRecommender(nn.Module):
             return self.item_emb.weight
         return torch.cat([self.item_emb.weight, self.fo_out.weight], dim=1)
 
+    def scoring_table(self) -> Tensor:
+        """[n_items, query size]: the output table as ``score`` uses it: unit rows for cosine models. The
+        exported graphs replace it by a precomputed constant (export/onnx_export.py ``freeze_scoring``)."""
+        table = self.output_table()
+        if self.cfg.cosine > 0:
+            table = nn.functional.normalize(table, dim=-1)
+        return table
+
+    def scale_query(self, q: Tensor) -> Tensor:
+        """The query as ``score`` multiplies it with the table: cosine models, ``cosine`` x its unit vector."""
+        if self.cfg.cosine > 0:
+            q = self.cfg.cosine * nn.functional.normalize(q, dim=-1)
+        return q
+
     def set_transitions(self, succ_idx: Tensor, succ_cnt: Tensor) -> None:
         self.succ_idx.copy_(succ_idx)
         self.succ_cnt.copy_(succ_cnt)
@@ -163,11 +196,7 @@ class LSTMRecommender(nn.Module):
     def score(self, q: Tensor, items: Tensor) -> Tensor:
         """Whole-catalog scores [..., n_items] for query vectors [..., q] computed after the
         events ``items`` [...] (the current items feed the transition prior)."""
-        table = self.output_table()
-        if self.cfg.cosine > 0:
-            q = self.cfg.cosine * nn.functional.normalize(q, dim=-1)
-            table = nn.functional.normalize(table, dim=-1)
-        s = q @ table.t()
+        s = self.scale_query(q) @ self.scoring_table().t()
         if self.bias is not None:
             s = s + self.bias
         if self.cfg.transitions > 0:

@@ -68,18 +68,18 @@ def test_window_of_pads_on_the_left_and_keeps_the_newest():
     assert windows_of([], 4).shape == (0, 4)
 
 
-def _model(layers: int = 1, fo_dim: int = 0) -> LSTMRecommender:
+def _model(layers: int = 1, fo_dim: int = 0, heads: int = 1) -> LSTMRecommender:
     torch.manual_seed(3)
     return LSTMRecommender(LSTMConfig(n_items=40, n_event_types=4, dim=16, hidden=24, layers=layers,
-                                      first_order_dim=fo_dim, attention=6)).eval()
+                                      first_order_dim=fo_dim, attention=6, heads=heads)).eval()
 
 
 def test_T_single_steps_with_windows_equal_one_forward():
     g = torch.Generator().manual_seed(0)
     items = torch.randint(1, 40, (5, 30), generator=g)  # OOV ids and repeats included
     types, gaps = torch.randint(1, 4, (5, 30), generator=g), torch.randint(0, 20, (5, 30), generator=g)
-    for layers, fo_dim in ((1, 0), (2, 8)):
-        m = _model(layers, fo_dim)
+    for layers, fo_dim, heads in ((1, 0, 1), (2, 8, 1), (1, 0, 2), (2, 8, 4)):
+        m = _model(layers, fo_dim, heads)
         with torch.no_grad():
             full, _ = m(items, types, gaps)
             windows = recent_windows(items, 6)
@@ -102,6 +102,39 @@ def test_attention_reads_the_window_and_an_empty_window_gives_no_context():
         x = m.attend(out, torch.tensor([[0, 0, 0, 0, 5, 7]] * 2))
         y = m.attend(out, torch.tensor([[0, 0, 0, 0, 5, 9]] * 2))
         assert (x - y).abs().max().item() > 1e-4
+
+
+def test_each_head_attends_over_its_own_slice():
+    """heads=2 (the same weights as heads=1: heads add none): each slice of dim is one-head attention
+    over that slice of the query and keys, with its own softmax; both slices' contexts, concatenated,
+    go through att_out. An empty window still gives no context."""
+    one, two = _model(), _model(heads=2)
+    two.load_state_dict(one.state_dict())
+    g = torch.Generator().manual_seed(2)
+    out = torch.randn(3, 24, generator=g)
+    window = torch.tensor([[0, 0, 0, 5, 1, 7], [3, 9, 4, 2, 8, 6], [0] * 6])
+    with torch.no_grad():
+        got = two.attend(out, window)
+        a, emb = two.att_q(out), two.item_emb(window)
+        keys, live = emb + two.att_pos, window > 1
+        ctx = []
+        for sl in (slice(0, 8), slice(8, 16)):
+            logits = (keys[..., sl] @ a[:, sl, None]).squeeze(-1) / np.sqrt(8)
+            w = torch.softmax(logits.masked_fill(~live, -1e9), -1) * live
+            ctx.append((w[:, None, :] @ emb[..., sl]).squeeze(1))
+        expect = two.att_out(torch.cat(ctx, -1))
+        assert (got - expect).abs().max().item() <= 1e-6
+        assert got[2].abs().max().item() == 0.0
+        assert (got - one.attend(out, window)).abs().max().item() > 1e-4
+
+
+def test_heads_must_divide_dim():
+    try:
+        LSTMRecommender(LSTMConfig(n_items=40, n_event_types=4, dim=16, attention=6, heads=3))
+    except ValueError as exc:
+        assert "heads" in str(exc)
+    else:
+        raise AssertionError("heads=3 with dim=16")
 
 
 def test_step_of_an_attention_model_refuses_a_missing_window():

@@ -25,7 +25,8 @@ def test_T_single_steps_equal_one_forward_over_T():
     for layers, fo_dim, trans, cosine, ffn, att in (
             (1, 0, 0, 0.0, 0, 0), (2, 0, 0, 0.0, 0, 0), (1, 8, 0, 0.0, 0, 0), (2, 0, 6, 0.0, 0, 0),
             (1, 0, 0, 10.0, 0, 0), (1, 8, 6, 10.0, 0, 0),
-            (1, 0, 0, 0.0, 20, 0), (2, 8, 6, 10.0, 32, 0), (1, 0, 0, 0.0, 16, 5), (2, 8, 0, 0.0, 16, 5)):
+            (1, 0, 0, 0.0, 20, 0), (2, 8, 6, 10.0, 32, 0), (1, 0, 0, 0.0, 16, 5), (2, 8, 0, 0.0, 16, 5),
+            (1, 0, 0, 20.0, 0, 5), (2, 8, 0, 20.0, 16, 5)):
         m = _model(layers, fo_dim, trans, cosine, ffn, att)
         items, types, gaps = _events(B=7, T=60)
         windows = recent_windows(items, att) if att else None
@@ -93,3 +94,15 @@ def test_feed_forward_block_is_opt_in_and_changes_the_scores():
         q = torch.randn(3, 16)
         manual = ffn.ffn_norm(q + ffn.ffn_out(torch.relu(ffn.ffn_in(q))))
         assert torch.allclose(ffn.feed_forward(q), manual, atol=1e-6)
+
+
+def test_cosine_scores_are_the_scaled_cosine_plus_the_item_bias():
+    m = _model(1, cosine=20.0)
+    with torch.no_grad():
+        m.bias.copy_(torch.randn(300))
+        q = torch.randn(4, 16)
+        s = m.score(q, torch.full((4,), 2))
+        cos = torch.nn.functional.cosine_similarity(q[:, None, :], m.item_emb.weight[None, 1:, :], dim=-1)
+        assert (s[:, 1:] - m.bias[1:] - 20.0 * cos).abs().max().item() <= 1e-4
+        assert torch.equal(m.scoring_table(), torch.nn.functional.normalize(m.item_emb.weight, dim=-1))
+        assert torch.equal(_model(1).scoring_table(), _model(1).item_emb.weight)  # off: the table as is
