@@ -26,21 +26,16 @@ worker`` (which can only read the environment) and the CLI see the same configur
     STREAMREC_IN_FLIGHT       events stepped ahead of Kafka's acknowledgements at most (1000)
     STREAMREC_BATCH_MAX       records stepped together at most (256)
     STREAMREC_BATCH_WAIT      ms a batch waits for more records when fewer than --batch-max are ready (1)
+    STREAMREC_PRODUCER_BATCH_BYTES  largest record batch per topic-partition      (262144)
+    STREAMREC_CONSUMER        loop | thread: where the Kafka consumer runs       (loop)
     STREAMREC_STATE_TTL       expire users idle this long in event time, e.g. 30d (0 = never)
     STREAMREC_TTL_SWEEP       seconds between two expiry sweeps                  (60)
     STREAMREC_WARM_FROM       warm a new version's states up from this time, e.g. 7d (none)
-    STREAMREC_SECURITY_PROTOCOL  PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL     (PLAINTEXT)
-    STREAMREC_SASL_MECHANISM  PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512              (PLAIN)
-    STREAMREC_SASL_USERNAME   SASL user name
-    STREAMREC_SASL_PASSWORD   SASL password (prefer the variable to the flag: flags show in ps)
-    STREAMREC_SSL_CAFILE      CA bundle (PEM) that signed the brokers' certificates  (system CAs)
-    STREAMREC_SSL_CERTFILE    client certificate (PEM), for brokers that require one
-    STREAMREC_SSL_KEYFILE     the client certificate's private key (PEM)
+    STREAMREC_SECURITY_PROTOCOL, STREAMREC_SASL_*, STREAMREC_SSL_*: how to connect (``streamrec worker --help``)
 
-The last seven (``SECURITY_SETTINGS``) form ``KafkaSecurity``: one definition, one validation and
-the same flags for every command that talks to Kafka (``cli/common.py`` adds them to a parser;
-``streams/security.py`` hands them to aiokafka and kafka-python). ``WorkerConfig.security`` is the
-worker's.
+These last seven (``SECURITY_SETTINGS``) form ``KafkaSecurity``: one definition, one validation and the same flags
+for every command that talks to Kafka (``cli/common.py`` adds them to a parser; ``streams/security.py`` hands them
+to aiokafka and kafka-python). ``WorkerConfig.security`` is the worker's.
 """
 from __future__ import annotations
 
@@ -55,8 +50,10 @@ GUARANTEES = {"at-least-once": "at_least_once", "exactly-once": "exactly_once"}
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_EPOCH_MS = re.compile(r"^\d{11,}$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 LOG_LEVELS = ("debug", "info", "warning", "error")
+CONSUMERS = ("loop", "thread")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _BROKER = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
@@ -133,6 +130,9 @@ SETTINGS = (
     Setting("producer_batch_bytes", "--producer-batch-bytes", "STREAMREC_PRODUCER_BATCH_BYTES", "BYTES",
             "largest record batch the producer builds per topic-partition (at-least-once, records join the batch "
             "queued behind the request in flight up to this size; keep it below the topics' max.message.bytes)"),
+    Setting("consumer", "--consumer", "STREAMREC_CONSUMER", "|".join(CONSUMERS),
+            "loop: the Kafka consumer fetches on the worker's event loop (the lowest latency); thread: on a thread "
+            "of its own, as Faust runs it"),
     Setting("state_ttl", "--state-ttl", "STREAMREC_STATE_TTL", "DURATION",
             "delete the state of a user idle this long (e.g. 30d, 12h; 0 = never), measured in event time: "
             "against the newest event time the worker has seen (never later than its clock); deletions "
@@ -154,9 +154,6 @@ def parse_duration(name: str, text: str) -> float:
         raise ConfigError(f"{name}: {text!r} is not a duration (a number with an optional unit ms, s, m, h, d; "
                           "e.g. 30d)")
     return float(match.group(1)) * _UNIT_S[match.group(2)]
-
-
-_EPOCH_MS = re.compile(r"^\d{11,}$")
 
 
 def parse_since(text: str, now_ms: int, name: str = "--warm-from/STREAMREC_WARM_FROM") -> int:
@@ -288,6 +285,7 @@ class WorkerConfig:
     batch_max: int = 256  # records per micro-batch at most (streams/inbox.py)
     batch_wait: float = 0.001  # seconds a micro-batch waits for more records (flag and variable: ms)
     producer_batch_bytes: int = 256 * 1024  # Faust's producer_max_batch_size (aiokafka's max_batch_size)
+    consumer: str = "loop"  # where aiokafka's consumer runs (streams/faust_adapter.py install_batch_drain)
     state_ttl: float = 0.0  # seconds of event time; 0 = states never expire
     ttl_sweep: float = 60.0  # seconds between expiry sweeps
     warm_from: str | None = None  # streams/warm.py: a duration back from now, an ISO time or epoch ms
@@ -313,8 +311,9 @@ class WorkerConfig:
                 raise ConfigError(f"--brokers/STREAMREC_BROKERS: {b!r} is not HOST:PORT")
         if self.guarantee not in GUARANTEES.values():
             raise ConfigError(f"--guarantee/STREAMREC_GUARANTEE: {self.guarantee!r} is not one of {list(GUARANTEES)}")
-        if self.log_level not in LOG_LEVELS:
-            raise ConfigError(f"--log-level/STREAMREC_LOG_LEVEL: {self.log_level!r} is not one of {list(LOG_LEVELS)}")
+        for name, allowed in (("log_level", LOG_LEVELS), ("consumer", CONSUMERS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{_describe(name)}: {getattr(self, name)!r} is not one of {list(allowed)}")
         if not _TOPIC.match(self.app_id):
             raise ConfigError(f"--app-id/STREAMREC_APP_ID: {self.app_id!r} may use letters, digits, '.', '_', '-'")
         if not 0 < self.web_port < 65536:
@@ -374,7 +373,7 @@ class WorkerConfig:
                     raise ConfigError(f"{_describe(name)} must be a number of milliseconds, got {text!r}") from None
                 if not 0 <= values[name] <= 1:  # type: ignore[operator]
                     raise ConfigError(f"{_describe(name)} must be between 0 and 1000 ms, got {text}")
-            elif name == "log_level":
+            elif name in ("log_level", "consumer"):
                 values[name] = text.lower()
             else:
                 values[name] = text

@@ -161,7 +161,8 @@ class Worker:
         self.running_marker = RunningMarker(config.data_dir)  # streams/local_state.py
         self._verified: set[str] = set()
         faust_adapter.check(app)  # the private attributes of faust and aiokafka it uses (a clear error if missing)
-        faust_adapter.install_batch_drain(app, self.events_topic.topics, self.inbox.put, self.inbox.space)
+        faust_adapter.install_batch_drain(app, self.events_topic.topics, self.inbox.put, self.inbox.space,
+                                          own_thread=config.consumer == "thread")
         self._wire()
 
     # ---- wiring Faust to the pipeline ----------------------------------------------------------

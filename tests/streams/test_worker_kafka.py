@@ -193,15 +193,18 @@ def test_config_flags_win_over_the_environment_and_round_trip(tmp_path: Path) ->
     from streamrec.streams.config import ConfigError, WorkerConfig
 
     env = {"STREAMREC_BUNDLE": str(tmp_path), "STREAMREC_PARTITIONS": "3", "STREAMREC_GUARANTEE": "exactly-once",
-           "STREAMREC_BROKERS": "a:1,b:2", "STREAMREC_K": ""}
+           "STREAMREC_BROKERS": "a:1,b:2", "STREAMREC_K": "", "STREAMREC_CONSUMER": "Thread"}
     config = WorkerConfig.from_env(env, partitions="5", web_port=None)
     assert (config.partitions, config.guarantee, config.k, config.web_port) == (5, "exactly_once", None, 6066)
+    assert config.consumer == "thread" and WorkerConfig(bundle=tmp_path).consumer == "loop"
     assert config.broker_urls == ["kafka://a:1", "kafka://b:2"]
     assert WorkerConfig.from_env(config.to_env()) == config
     with pytest.raises(ConfigError, match="must differ"):
         WorkerConfig.from_env(env, output_topic="clicks")
     with pytest.raises(ConfigError, match="not HOST:PORT"):
         WorkerConfig.from_env(env, brokers="localhost")
+    with pytest.raises(ConfigError, match=r"--consumer/STREAMREC_CONSUMER: 'fiber' is not one of \['loop', 'thread'\]"):
+        WorkerConfig.from_env(env, consumer="fiber")
 
 
 def test_reconciliation_duplicate_event_ids_and_read_only_http(kafka_broker, bundle_dir: Path, bundle: Bundle,

@@ -14,7 +14,8 @@ from streamrec.streams.worker import Worker
 
 def test_two_workers_built_in_one_process_are_independent(bundle_dir: Path, bundle: Bundle, tmp_path: Path) -> None:
     a = Worker(WorkerConfig(bundle=bundle_dir, app_id="a", clicks_topic="c1", browses_topic="b1", k=3,
-                            data_dir=tmp_path / "a", batch_max=16, in_flight=64, producer_batch_bytes=65536))
+                            data_dir=tmp_path / "a", batch_max=16, in_flight=64, producer_batch_bytes=65536,
+                            consumer="thread"))
     b = Worker(WorkerConfig(bundle=bundle_dir, app_id="b", data_dir=tmp_path / "b"))
     assert a.app is not b.app and a.app.conf.id == "a" and b.app.conf.id == "b"
     assert a.table_name == b.table_name == f"user-state-{bundle.version}"
@@ -28,6 +29,10 @@ def test_two_workers_built_in_one_process_are_independent(bundle_dir: Path, bund
     # the app's consumer fetches in batches for this worker's topics (a subclass set on its own transport)
     assert a.app.transport.Consumer is not b.app.transport.Consumer
     assert a.app.transport.Consumer.__name__ == "BatchConsumer"
+    # its Kafka consumer runs on a thread of its own as Faust's does (consumer="thread"), or on the worker's loop
+    assert (type(a.app.consumer._thread).__name__, type(b.app.consumer._thread).__name__) == ("HoldingThread",
+                                                                                              "LoopConsumer")
+    assert b.app.consumer._thread.thread_loop is b.app.consumer._thread.parent_loop
 
 
 def test_k_above_the_bundles_is_refused(bundle_dir: Path, bundle: Bundle, tmp_path: Path) -> None:
