@@ -1,7 +1,7 @@
 """The micro-batch path against the real broker: a backlog produced before the worker starts, so that
 its batches are large, span partitions and both topics, and hold several events of one user, bad
-records and repeated event ids; under both guarantees the lists equal the offline ones, every event is
-answered once and the counters reconcile."""
+records and repeated event ids; under both guarantees (and with the Kafka consumer on its own thread, as
+Faust runs it) the lists equal the offline ones, every event is answered once and the counters reconcile."""
 from __future__ import annotations
 
 import json
@@ -20,9 +20,10 @@ from tests.streams.workers import (PARTITIONS, Names, Reader, assert_equal_to_of
                                    source_of, start_worker)
 
 
-@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+@pytest.mark.parametrize("guarantee, consumer", [("at-least-once", "loop"), ("exactly-once", "loop"),
+                                                ("at-least-once", "thread")])
 def test_a_preloaded_backlog_in_large_batches(kafka_broker, bundle_dir: Path, bundle: Bundle, by_hand: Callable,
-                                              tmp_path: Path, guarantee: str) -> None:
+                                              tmp_path: Path, guarantee: str, consumer: str) -> None:
     names, broker = Names(), kafka_broker.bootstrap
     events = small_events(users=30, items=120, seed=21)[:1500]  # ~50 events per user, clicks and browses
     bad = malformed(names)
@@ -48,7 +49,7 @@ def test_a_preloaded_backlog_in_large_batches(kafka_broker, bundle_dir: Path, bu
     sent = {c: e for c, (_, e) in zip(coords, futures)}
     produced = len(futures) + len(bad)
 
-    worker = start_worker(broker, bundle_dir, names, tmp_path / "state", "--guarantee", guarantee)
+    worker = start_worker(broker, bundle_dir, names, tmp_path / "state", "--guarantee", guarantee, "--consumer", consumer)
     worker.wait_ready()
     isolation = {"isolation_level": "read_committed"} if guarantee == "exactly-once" else {}
     out = Reader(broker, names.recs, **isolation)
