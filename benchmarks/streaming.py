@@ -19,8 +19,8 @@ click/browse streams (model.synth); --events N keeps the first N in time order. 
 (dim 32, hidden 64, --epochs 2, TEMPORAL-stream) is trained and exported (k 20, m 50) unless
 --bundle is given. One Kafka broker (KRaft, 127.0.0.1, 8 partitions per topic) serves every run;
 each run gets fresh topics, a fresh app id and a fresh RocksDB folder, and one worker process
-(`streamrec worker`, ONNX Runtime 1 thread, plus --batch-max / --batch-wait only when given).
-Phases, in this order, for the main bundle:
+(`streamrec worker`, ONNX Runtime 1 thread, plus --batch-max / --batch-wait / --consumer only when given).
+Phases, in this order, for the main bundle (the ceiling at batch 1 before them all):
 
   drain      per guarantee (headline): every event is replayed into the input topics first (`streamrec
              replay --max-speed --order none`, no worker running), then the worker starts and works the
@@ -41,10 +41,12 @@ Phases, in this order, for the main bundle:
   concurrent only with --concurrent: replay at max speed while the worker runs (evaluate-live
              reading), events/s from the first input to the last recommendation.
   ceiling    the bare ONNX step of the same bundle, 1 thread, tight loop (benchmarks/onnx_step.py
-             rate()), at batch 1 and at every batch-size bucket the drains used (the bucket's upper
-             bound: 256 for batches of 129..256), plus --ceiling-batches; medians of
-             --ceiling-repeats runs of --ceiling-seconds. Ratios: drain events/s / ceiling at batch
-             1 (the headline ratio) and / ceiling at the bucket holding the median event.
+             rate()), at batch 1 before any worker runs (a worker that has just stopped, and the
+             broker after a drain, slowed it by up to 2x for a few seconds), and after the drains at
+             every batch-size bucket they used (the bucket's upper bound: 256 for batches of
+             129..256), plus --ceiling-batches; medians of --ceiling-repeats runs of
+             --ceiling-seconds. Ratios: drain events/s / ceiling at batch 1 (the headline ratio) and
+             / ceiling at the bucket holding the median event.
   latency    at-least-once, offered rates = --rates (0.1 0.5 0.9) x the at-least-once drain events/s,
              and --fixed-rates (100) events/s: the first n events (time order; Beauty: whole users,
              below; n = rate x --rate-seconds, 1,000 .. --slice) offered at that rate while the worker
@@ -393,15 +395,21 @@ def summary(sec: dict) -> dict:
 
 def measure(s: Session, bench: Bench, sec: dict, events: list, flags: list[str], guarantees: list[str],
             shares: list[float], recovery_events: list | None, slicer=first_events) -> None:
-    """Every phase for one bundle, into ``sec``: drains (+ state/recovery), concurrent runs (if asked),
-    the ceiling at batch 1 and the buckets used, the ratios, latency runs, ceilings of new buckets."""
+    """Every phase for one bundle, into ``sec``: the ceiling at batch 1, drains (+ state/recovery), concurrent
+    runs (if asked), the ceiling at the buckets used, the ratios, latency runs, ceilings of new buckets."""
     a = s.a
+    say("ceiling: bare ONNX step, 1 thread, at batch 1 (no worker running)")
+    try:
+        sec["ceiling"] = ceiling(bench.bundle_dir, {1}, a)
+    except Exception as exc:  # noqa: BLE001
+        s.failed(f"ceiling ({sec['name']}, batch 1)", exc)
     drains(s, bench, sec, flags, guarantees, recovery_events)
     if a.concurrent:
         concurrent(s, bench, sec, flags, guarantees)
-    say("ceiling: bare ONNX step, 1 thread, at batch 1 and the buckets the worker used")
+    say("ceiling: bare ONNX step, 1 thread, at the buckets the worker used")
     try:
-        sec["ceiling"] = ceiling(bench.bundle_dir, used_buckets(sec["drain"]) | set(a.ceiling_batches), a)
+        sec["ceiling"] = ceiling(bench.bundle_dir, used_buckets(sec["drain"]) | set(a.ceiling_batches), a,
+                                 into=sec.get("ceiling"))
         sec["ratio"] = ratios(sec)
         for g, r in sec["ratio"].items():
             say(f"  {g}: drain / ceiling at batch 1 = {r['to_batch1']:.1%}")
@@ -464,6 +472,8 @@ def options() -> argparse.ArgumentParser:
     r.add_argument("--guarantees", nargs="+", choices=list(SHORT), default=list(SHORT))
     r.add_argument("--batch-max", type=int, help="pass --batch-max N to the worker (only when given)")
     r.add_argument("--batch-wait", type=float, help="pass --batch-wait MS to the worker (only when given)")
+    r.add_argument("--consumer", choices=["loop", "thread"],
+                   help="pass --consumer to the worker (only when given): where its Kafka consumer runs")
     r.add_argument("--rates", type=float, nargs="*", default=[0.1, 0.5, 0.9],
                    help="latency runs at these shares of the at-least-once drain rate (default 0.1 0.5 0.9)")
     r.add_argument("--fixed-rates", type=float, nargs="*", default=[100.0],

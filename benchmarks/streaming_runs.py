@@ -223,8 +223,10 @@ class Bench:
         return self.work / "state" / f"{self.tag}-{label}"
 
     def worker_flags(self) -> list[str]:
-        """--batch-max / --batch-wait, only when given (a worker without micro-batches does not know them)."""
+        """--batch-max / --batch-wait / --consumer, only when given (an older worker does not know them)."""
         flags = []
+        if getattr(self.a, "consumer", None) is not None:
+            flags += ["--consumer", self.a.consumer]
         if self.a.batch_max is not None:
             flags += ["--batch-max", str(self.a.batch_max)]
         if self.a.batch_wait is not None:
