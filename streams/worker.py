@@ -222,9 +222,10 @@ class Worker:
         gc.collect()
         gc.freeze()
         log.info("streamrec worker: model %s (k=%d, m=%d, event types %s), table %s, batches of %d at most "
-                 "(wait %.1f ms), %d events in flight at most, torch imported: %s", self.manifest.model_version,
-                 self.k, self.manifest.m, self.manifest.event_types, self.table_name, self.inbox.batch_max,
-                 1000 * self.inbox.batch_wait, self.config.in_flight, "torch" in sys.modules)
+                 "(wait %.1f ms), %d events in flight at most, Kafka consumer on the %s, torch imported: %s",
+                 self.manifest.model_version, self.k, self.manifest.m, self.manifest.event_types, self.table_name,
+                 self.inbox.batch_max, 1000 * self.inbox.batch_wait, self.config.in_flight,
+                 "event loop" if self.config.consumer == "loop" else "consumer thread", "torch" in sys.modules)
         current: asyncio.Future[None] | None = None
         try:
             while True:

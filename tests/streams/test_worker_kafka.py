@@ -61,7 +61,7 @@ def test_stream_restart_dead_letters_and_http(kafka_broker, bundle_dir: Path, bu
     out.read_until(lambda rs: len(rs) >= 600)
     rate1 = len(out.records) / (time.monotonic() - started)
     assert worker.stop() == 0, worker.tail()
-    assert "torch imported: False" in worker.log.read_text()
+    assert "Kafka consumer on the event loop, torch imported: False" in worker.log.read_text()  # the defaults
     pacer.join()
     stopped_at = len(out.read_until(lambda rs: False, timeout=3))
     assert 600 <= stopped_at < len(first), "the worker was not stopped mid-stream"
