@@ -78,11 +78,6 @@ def refuse_indexed_transitions(model: LSTMRecommender) -> None:
                          "its scores are not an inner product; export it without --index")
 
 
-def scoring_vector(model: LSTMRecommender, q: torch.Tensor) -> torch.Tensor:
-    """The vector a two-stage bundle's index searches with: the query (cosine models: scaled unit vector)."""
-    return model.scale_query(q)
-
-
 class QueryGraph(nn.Module):
     """The model's own ``step`` with its scoring replaced by the scoring vector it would score with
     (cosine models: the scaled unit vector), for two-stage bundles: outputs (h, c, query)."""
@@ -94,7 +89,7 @@ class QueryGraph(nn.Module):
         self.model.score = self._query
 
     def _query(self, q, items):
-        return scoring_vector(self.model, q)
+        return self.model.scale_query(q)  # what the index searches with
 
     def forward(self, item, event_type, gap, h, c, window=None):
         return self.model.step(item, event_type, gap, h, c, window)
@@ -120,7 +115,7 @@ class RunGraph(nn.Module):
         it = item.reshape(-1).index_select(0, rows)
         q = m.query(o, it, window)
         if self.query:
-            return h2, c2, scoring_vector(m, q)
+            return h2, c2, m.scale_query(q)
         top_scores, top_items = torch.topk(m.score(q, it) + self.reserved, self.n_top, dim=1)
         return h2, c2, top_items, top_scores
 
