@@ -55,7 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "seen window, so export it with --m N or more (default m 50; export refuses less)")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=d.epochs, help=f"maximum epochs (default {d.epochs})")
-    t.add_argument("--patience", type=int, default=d.patience, help=f"early-stopping patience (default {d.patience})")
+    t.add_argument("--patience", type=int, default=d.patience,
+                   help=f"stop after this many epochs without progress on validation (default {d.patience})")
+    t.add_argument("--min-delta", type=float, default=d.min_delta, metavar="SHARE",
+                   help=f"progress = validation NDCG@10 up by more than this share since the last epoch that "
+                        f"made progress; smaller gains still keep the best weights (0 = any gain; "
+                        f"default {d.min_delta})")
     t.add_argument("--batch-size", type=int, default=d.batch_size, help=f"users per batch (default {d.batch_size})")
     t.add_argument("--max-len", type=int, default=d.max_len, help=f"truncated-BPTT length (default {d.max_len})")
     t.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr})")
@@ -115,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
     events = load_events(args)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_len=args.max_len, lr=args.lr, lr_decay=args.lr_decay,
-                      weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
+                      weight_decay=args.weight_decay, patience=args.patience, min_delta=args.min_delta, seed=args.seed,
                       threads=args.threads, time_budget_s=args.time_budget, schedule=args.schedule,
                       mask_seen=args.mask_seen, item_mask=args.item_mask, ema=args.ema, refit=args.refit,
                       finetune=args.finetune, finetune_lr=args.finetune_lr, negatives=args.negatives)

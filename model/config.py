@@ -11,7 +11,9 @@ class TrainConfig:
     max_len: int = 50  # truncated-BPTT chunk length (events)
     lr: float = 2e-3
     weight_decay: float = 0.05
-    patience: int = 4  # epochs without validation NDCG@10 gain before stopping
+    patience: int = 4  # epochs without progress on validation NDCG@10 before stopping
+    min_delta: float = 0.001  # progress = a gain of more than this share of the score since the
+    # last epoch that made progress (smaller gains still update the best weights; 0 = any gain)
     lr_decay: float = 0.5  # on an epoch without gain: go back to the best weights, lr *= this (1 = off)
     schedule: str = "plateau"  # "plateau" (lr_decay above) or "cosine" (lr follows half a cosine
     # from lr to 0 over ``epochs``; lr_decay unused)

@@ -227,7 +227,8 @@ def _fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encod
     model, opt = _new_model(model_cfg, cfg, fit_seqs, init)
     seqs = [s for s in fit_seqs if len(s) >= 2]
     history: list[dict] = []
-    best, best_state, bad = -math.inf, None, 0
+    best, best_state = -math.inf, None
+    scores: list[float] = []  # validation NDCG@10 per epoch (-loss without validation targets)
     trail: list[float] = []  # learning rate of each epoch that led to the current weights
     start = time.monotonic()
     bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress)
@@ -251,13 +252,13 @@ def _fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encod
                         **{f"valid_{k}": v for k, v in metrics.items() if k != "n_targets"}})
         if ema is not None:
             _assign(params, raw)
+        scores.append(ndcg)
         if ndcg > best:
-            best, bad, best_trail = ndcg, 0, list(trail)
+            best, best_trail = ndcg, list(trail)
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if ema is not None:
                 best_state = _with(model, best_state, ema)
         else:
-            bad += 1
             if cfg.schedule == "plateau" and cfg.lr_decay < 1.0 and best_state is not None:
                 # a step too far: resume from the best weights with a smaller step size
                 model.load_state_dict(best_state)
@@ -268,7 +269,7 @@ def _fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encod
                     group["lr"] *= cfg.lr_decay
         bar.set_postfix(loss=f"{loss:.3f}", ndcg10=f"{metrics.get('NDCG@10', float('nan')):.4f}",
                         hr10=f"{metrics.get('HR@10', float('nan')):.4f}", best=f"{best:.4f}")
-        if bad >= cfg.patience:
+        if stale_epochs(scores, cfg.min_delta) >= cfg.patience:
             break
         if cfg.time_budget_s:  # stop early enough that the fine-tune epochs fit in the budget too
             per_epoch = (time.monotonic() - start) / epoch
@@ -278,6 +279,22 @@ def _fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encod
     if best_state is not None:
         model.load_state_dict(best_state)
     return model.eval(), opt, history, rng
+
+
+def stale_epochs(scores: list[float], min_delta: float) -> int:
+    """Epochs since the last one that made progress on validation (all of them if none did).
+
+    An epoch makes progress when its score beats that of the last epoch that made progress by
+    more than ``min_delta`` of its size (a relative margin, so the same on every data set and
+    metric scale; the first epoch always does). Smaller gains still count as improvements for
+    the checkpoint and the learning-rate schedule, not for patience: a run whose validation has
+    levelled off stops, instead of creeping on by gains far below the seed-to-seed spread while
+    the plateau schedule halves the rate. ``min_delta`` 0: every improvement is progress."""
+    ref, last = -math.inf, -1
+    for epoch, score in enumerate(scores):
+        if ref == -math.inf or score > ref + min_delta * abs(ref):
+            ref, last = score, epoch
+    return len(scores) - 1 - last
 
 
 def refit(model_cfg: LSTMConfig, cfg: TrainConfig, seqs: list[Encoded], lr_path: list[float],
