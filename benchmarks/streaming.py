@@ -30,7 +30,9 @@ Phases, in this order, for the main bundle (the ceiling at batch 1 before them a
              exactly-once. The first output's timestamp, not the worker's ready time, starts the
              clock: ready is only seen by polling /health (0.1 s), and may come after the first
              outputs; the figure from ready (records / (last output - ready)) and the rate of the
-             middle 80% of the outputs are reported beside it. Also: the worker's micro-batch
+             middle 80% of the outputs are reported beside it, and the worker process's CPU seconds
+             (user + system, /proc) from ready to drained per event: steal time, which made events/s of
+             the same code differ by up to 1.5x on a shared VM, is not in it. Also: the worker's micro-batch
              histogram (`batch_sizes` in GET /health: batches per power-of-two bucket; a worker
              without it steps one event at a time, batch 1 is assumed) and the bucket holding the
              median event (events per bucket estimated as batches x the bucket's mid size).
@@ -392,6 +394,7 @@ def summary(sec: dict) -> dict:
     drain = {r["guarantee"]: r for r in sec.get("drain", [])}
     return {
         "drain_events_per_s": {g: r.get("events_per_s") for g, r in drain.items()},
+        "drain_worker_cpu_us_per_event": {g: r.get("wait", {}).get("cpu_us_per_event") for g, r in drain.items()},
         "ceiling_events_per_s": {b: v["events_per_s"] for b, v in sec.get("ceiling", {}).get("by_batch", {}).items()},
         "ratio_to_batch1": {g: r["to_batch1"] for g, r in sec.get("ratio", {}).items()},
         "batch_sizes": {g: r["batch_sizes"].get("counts") for g, r in drain.items()},

@@ -47,6 +47,17 @@ def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far, from /proc (None where there is none).
+    Time the hypervisor takes from the VM (steal) is not in it: on a shared machine, the worker's CPU
+    per event moves far less than its events/s."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Processes(SharedProcesses):
     """Children with their output in LOGS/NAME.out (see cli/processes.py)."""
 
@@ -296,7 +307,11 @@ class Bench:
         try:
             ready_ms = worker.ready_ms  # type: ignore[attr-defined]
             say(f"  worker ready in {ready_s:.1f} s (web port {port}); draining {sent:,} events")
+            cpu0 = cpu_seconds(worker.pid)
             wait = self._wait_drained(worker, port, sent)
+            cpu1 = cpu_seconds(worker.pid)
+            if cpu0 is not None and cpu1 is not None:  # from ready to drained (polled every 0.5 s)
+                wait.update(worker_cpu_s=round(cpu1 - cpu0, 2), cpu_us_per_event=round(1e6 * (cpu1 - cpu0) / sent, 1))
             h = health(port)
             la_done = loadavg()
             iso = "read_committed" if guarantee == "exactly-once" else "read_uncommitted"
@@ -317,7 +332,8 @@ class Bench:
         b = res["batch_sizes"]
         say(f"  {res['records']:,} records ({read['recommendations']:,} recommendations, {read['dead_letters']:,} "
             f"dead letters, {read['duplicates']} duplicates): {fmt(res['events_per_s'])} events/s from the first "
-            f"output ({fmt(res['from_ready']['events_per_s'] if res.get('from_ready') else None)} from ready); "
+            f"output ({fmt(res['from_ready']['events_per_s'] if res.get('from_ready') else None)} from ready; worker CPU "
+            f"{fmt(wait.get('cpu_us_per_event'), '.1f')} us per event); "
             f"complete={read['complete']}; median event in batch bucket {b['median_event_bucket']}"
             f"{'' if b['reported'] else ' (no histogram)'}; load {la_done}")
         return res, worker, port
