@@ -30,7 +30,7 @@ def drain_lines(sec: dict) -> list[str]:
     for r in sec.get("drain", []):
         lines.append(f"  micro-batches, {r['guarantee']}: {_batch_line(r['batch_sizes'])}")
         cpu = r.get("wait", {}).get("cpu_us_per_event")
-        if cpu is not None:  # steal-free: steadier than events/s on a shared machine
+        if cpu is not None:  # without steal time: steadier than events/s on a shared VM
             lines.append(f"  worker CPU, {r['guarantee']}: {cpu:,.1f} us per event (user + system, ready to drained)")
     return lines
 

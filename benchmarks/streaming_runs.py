@@ -49,8 +49,8 @@ def loadavg() -> list[float]:
 
 def cpu_seconds(pid: int) -> float | None:
     """CPU seconds (user + system) a process has used so far, from /proc (None where there is none).
-    Time the hypervisor takes from the VM (steal) is not in it: on a shared machine, the worker's CPU
-    per event moves far less than its events/s."""
+    Time the hypervisor takes from the VM (steal) is not in it, but a core slowed by its neighbours
+    still is: on a shared VM the worker's CPU per event of the same code moved by up to 1.4x."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
