@@ -56,11 +56,13 @@ SETS = {
     # the demo's click/browse streams (model/synth.py, default SynthConfig, seed 0): always there
     "synth": ("", "synth", "temporal"),
 }
-FINAL = {}  # the defaults of LSTMConfig: first-order term, item bias, LayerNorm
-ABLATION = {
-    "plain LSTM (tied output)": {"first_order": False, "item_bias": False},
-    "+ item bias": {"first_order": False},
-    "+ first-order term (final)": {},
+FINAL = {}  # the defaults of LSTMConfig: first-order term, item bias, LayerNorm, attention 20, 128-d, cosine x 20
+PLAIN = {"attention": 0, "cosine": 0.0, "dim": 64}  # the defaults before issue 12
+ABLATION = {  # each step on the model as first measured (PLAIN), then today's defaults
+    "plain LSTM (tied output)": {"first_order": False, "item_bias": False, **PLAIN},
+    "+ item bias": {"first_order": False, **PLAIN},
+    "+ first-order term": PLAIN,
+    "+ attention 20, 128-d, cosine scores x 20 (defaults)": {},
 }
 
 

@@ -58,7 +58,7 @@ def load(path: str | os.PathLike[str]) -> Checkpoint:
         raise ValueError(f"{p} is not a streamrec checkpoint")
     if payload.get("version") != VERSION:
         raise ValueError(f"{p}: checkpoint version {payload.get('version')} (this code reads {VERSION})")
-    model = LSTMRecommender(LSTMConfig(**payload["config"]))
+    model = LSTMRecommender(LSTMConfig.from_dict(payload["config"]))
     model.load_state_dict(payload["state_dict"])
     return Checkpoint(model=model.eval(), items=Vocab.from_dict(payload["items"]),
                       types=Vocab.from_dict(payload["types"]), train_config=payload["train_config"],

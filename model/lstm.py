@@ -4,8 +4,10 @@ explicit one-event ``step`` that serving runs (exported to ONNX as is).
 Per event the input is item embedding + event-type embedding + time-gap-bucket embedding.
 The recurrent state (h, c) summarises the user's history; a first-order term (FPMC-style)
 adds the current item's own embedding through a learned map, so item-to-item transitions are
-scored as sharply as by a Markov chain. Scores cover the whole catalog by dot product with
-the (tied) item embeddings plus a per-item bias. Options: separate first-order in/out tables
+scored as sharply as by a Markov chain. Scores cover the whole catalog: by default the cosine of
+the query and the (tied) item embeddings times 20 (``cosine``; 0 = the dot product) plus a per-item
+bias, with attention over the last 20 items and 128-d embeddings (the defaults since issue 12; a
+checkpoint written before those fields existed loads with them off, ``LSTMConfig.from_dict``). Options: separate first-order in/out tables
 (``first_order_dim``) and a transition-count prior over each item's top successors in the
 training data, weighted by learned scalars (``transitions``); attention over the user's last N
 distinct known items, the newest end of the window the serving state keeps for its seen filter
@@ -32,7 +34,7 @@ class LSTMConfig:
     n_items: int  # item vocabulary size, including PAD (0) and OOV (1)
     n_event_types: int  # event-type vocabulary size, including PAD (0) and OTHER (1)
     n_gap_buckets: int = N_GAP_BUCKETS
-    dim: int = 64  # embedding size (items, event types, gaps) and scoring space
+    dim: int = 128  # embedding size (items, event types, gaps) and scoring space (64 before issue 12)
     hidden: int = 128  # LSTM hidden size
     layers: int = 1
     dropout: float = 0.5
@@ -43,12 +45,12 @@ class LSTMConfig:
     item_bias: bool = True
     transitions: int = 0  # > 0: a transition-count prior over each item's top-N successors in
     # the training data (N = this), weighted by learned scalars and added to the scores
-    cosine: float = 0.0  # > 0: score by cosine similarity of query and output item vectors times
-    # this scale (the per-item bias still adds popularity); 0: plain dot product
-    attention: int = 0  # > 0: attend over the user's last N distinct known items (current one
+    cosine: float = 20.0  # > 0: score by cosine similarity of query and output item vectors times
+    # this scale (the per-item bias still adds popularity); 0: plain dot product (the default before issue 12)
+    attention: int = 20  # > 0: attend over the user's last N distinct known items (current one
     # included, oldest first, PAD-padded on the left: the newest N of the serving seen window);
     # the context, mapped into the scoring space, adds to the query. ``step`` then takes the
-    # window as an input. 0: off
+    # window as an input. 0: off (the default before issue 12)
     ffn: int = 0  # > 0: a point-wise feed-forward residual block on the query, SASRec-style, with this
     # inner width: q = LayerNorm(q + drop(W2 drop(relu(W1 q)))) after the query's LayerNorm. 0: off
     heads: int = 1  # attention heads (attention > 0): the query, keys and values split into this many
@@ -56,6 +58,16 @@ class LSTMConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> "LSTMConfig":
+        """A config as stored (``to_dict``), possibly by code older than some fields: a field the
+        stored dict lacks takes the value that reproduces that older model (off), not today's default."""
+        return cls(**{**BEFORE_FIELDS, **stored})
+
+
+# what a config written before each of these fields existed meant (they were added off)
+BEFORE_FIELDS = {"first_order_dim": 0, "transitions": 0, "cosine": 0.0, "attention": 0, "ffn": 0, "heads": 1}
 
 
 class LSTMRecommender(nn.Module):

@@ -16,13 +16,16 @@ def small_events(users: int = 300, items: int = 120, seed: int = 0):
 
 def train_small(events, protocol: str = "temporal", epochs: int = 3, dim: int = 16, hidden: int = 24,
                 layers: int = 1, seed: int = 0, **model_kw):
-    """A tiny trained checkpoint (model.checkpoint.Checkpoint) and its Prepared data."""
+    """A tiny trained checkpoint (model.checkpoint.Checkpoint) and its Prepared data: the plain model
+    (no attention, dot-product scores) unless ``model_kw`` asks for more, so that tests of serving
+    can use seen windows smaller than the default attention window and graphs without its input."""
     from streamrec.model.checkpoint import Checkpoint
     from streamrec.model.lstm import LSTMConfig
     from streamrec.model.prepare import prepare
     from streamrec.model.train import TrainConfig, fit, parity_sample
 
     p = prepare(events, protocol)
+    model_kw = {"attention": 0, "cosine": 0.0, **model_kw}
     cfg = LSTMConfig(n_items=len(p.items), n_event_types=len(p.types), dim=dim, hidden=hidden, layers=layers,
                       **model_kw)
     model, _ = fit(cfg, TrainConfig(epochs=epochs, patience=epochs, lr=5e-3, seed=seed), p.fit, p.encoded,

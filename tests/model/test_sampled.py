@@ -10,7 +10,7 @@ from tests.factories import chain_data
 
 def _model() -> LSTMRecommender:
     torch.manual_seed(0)
-    m = LSTMRecommender(LSTMConfig(n_items=12, n_event_types=3, dim=8, hidden=8))
+    m = LSTMRecommender(LSTMConfig(n_items=12, n_event_types=3, dim=8, hidden=8, cosine=0.0, attention=0))  # dot product, by hand
     with torch.no_grad():
         m.bias.normal_()
     return m.eval()

@@ -38,7 +38,7 @@ def test_smoothing_out_of_range_is_refused():
 
 def test_sampled_loss_with_smoothing_by_hand():
     torch.manual_seed(0)
-    m = LSTMRecommender(LSTMConfig(n_items=12, n_event_types=3, dim=8, hidden=8)).eval()
+    m = LSTMRecommender(LSTMConfig(n_items=12, n_event_types=3, dim=8, hidden=8, cosine=0.0, attention=0)).eval()
     q, target = torch.randn(3, 8), torch.tensor([2, 5, 9])
     got = _sampled_loss(m, q, target, 6, torch.Generator().manual_seed(4), smoothing=0.1)
     neg = torch.randint(2, 12, (6,), generator=torch.Generator().manual_seed(4))
