@@ -16,8 +16,9 @@ namespace maps onto the top-level folders, so PYTHONPATH gets a folder whose str
 
 Data: ml-100k (../shared/data/ml-100k/ml-100k.inter, or under $STREAMREC_DATA), else synthetic
 click/browse streams (model.synth); --events N keeps the first N in time order. A small model
-(dim 32, hidden 64, --epochs 2, TEMPORAL-stream) is trained and exported (k 20, m 50) unless
---bundle is given. One Kafka broker (KRaft, 127.0.0.1, 8 partitions per topic) serves every run;
+(dim 32, hidden 64, no attention, dot-product scores: the recipe of every earlier run, kept when
+issue 12 made attention 20 and cosine scores the defaults; --model adds or overrides fields;
+--epochs 2, TEMPORAL-stream) is trained and exported (k 20, m 50) unless --bundle is given. One Kafka broker (KRaft, 127.0.0.1, 8 partitions per topic) serves every run;
 each run gets fresh topics, a fresh app id and a fresh RocksDB folder, and one worker process
 (`streamrec worker`, ONNX Runtime 1 thread, plus --batch-max / --batch-wait / --consumer only when given).
 Phases, in this order, for the main bundle (the ceiling at batch 1 before them all):
@@ -106,7 +107,8 @@ DATA = Path(os.environ.get("STREAMREC_DATA", ROOT.parent / "shared" / "data"))
 DEFAULT_DATA = DATA / "ml-100k" / "ml-100k.inter"
 BEAUTY = DATA / "beauty" / "Beauty.txt"
 RESULTS = ROOT / "benchmarks" / "results"
-MODEL_KW = {"dim": 32, "hidden": 64}
+# the recipe of every earlier run (benchmarks/results/streaming*.json): issue 12 changed the defaults under it
+MODEL_KW = {"dim": 32, "hidden": 64, "attention": 0, "cosine": 0.0}
 
 
 @dataclasses.dataclass
@@ -227,7 +229,7 @@ def large_data(a: argparse.Namespace, work: Path) -> tuple[list, list, list[str]
 
 
 def train_bundle(events: list, out: Path, epochs: int, name: str, model_kw: dict | None = None) -> tuple[Path, dict]:
-    """Train the small model (dim 32, hidden 64, TEMPORAL-stream; ``model_kw``: other LSTMConfig fields) on
+    """Train the small model (``MODEL_KW``, TEMPORAL-stream; ``model_kw``: other LSTMConfig fields) on
     ``events``; export it (k 20, m 50)."""
     model_kw = model_kw or {}
     from streamrec.export.onnx_export import export_bundle
