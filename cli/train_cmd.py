@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "ids (existing ids keep their ids and rows; new items get fresh rows), its model shape is "
                         "kept (the model flags below are ignored), and training starts from its weights")
     m = p.add_argument_group("model")
-    m.add_argument("--dim", type=int, default=128, help="embedding size (default 128; 64 before issue 12)")
+    m.add_argument("--dim", type=int, default=128, help="embedding size (default 128; 64 in models trained before 2026-12-07)")
     m.add_argument("--hidden", type=int, default=128, help="LSTM hidden size (default 128)")
     m.add_argument("--layers", type=int, default=1, choices=[1, 2], help="LSTM layers (default 1)")
     m.add_argument("--dropout", type=float, default=0.5, help="dropout (default 0.5)")
@@ -48,10 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--no-item-bias", action="store_true", help="ablation: drop the per-item output bias")
     m.add_argument("--cosine", type=float, default=20.0, metavar="SCALE",
                    help="score by cosine similarity of query and item vectors times SCALE instead of the "
-                        "dot product (0 = off, the default before issue 12; default 20)")
+                        "dot product (0 = off, as in models trained before 2026-12-07; default 20)")
     m.add_argument("--attention", type=_attention, default=20, metavar="N",
                    help="attend over the user's last N distinct items and add the context to the scoring "
-                        "vector (0 = off, the default before issue 12; default 20). Serving takes them from the newest end of the bundle's "
+                        "vector (0 = off, as in models trained before 2026-12-07; default 20). Serving takes them from the newest end of the bundle's "
                         "seen window, so export it with --m N or more (default m 50; export refuses less)")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=d.epochs, help=f"maximum epochs (default {d.epochs})")
