@@ -33,7 +33,8 @@ Phases, in this order, for the main bundle (the ceiling at batch 1 before them a
              outputs; the figure from ready (records / (last output - ready)) and the rate of the
              middle 80% of the outputs are reported beside it, and the worker process's CPU seconds
              (user + system, /proc) from ready to drained per event: steal time is not in it (events/s
-             of the same code differed by up to 1.5x on a shared VM; this, by up to 1.4x). Also: the worker's micro-batch
+             of the same code differed by up to 1.5x on a shared VM; this, by up to 1.7x over 6 drains of one
+             bundle in benchmarks/results/drain-pairs-cosine-default.json). Also: the worker's micro-batch
              histogram (`batch_sizes` in GET /health: batches per power-of-two bucket; a worker
              without it steps one event at a time, batch 1 is assumed) and the bucket holding the
              median event (events per bucket estimated as batches x the bucket's mid size).
