@@ -18,17 +18,9 @@ import glob
 import json
 from pathlib import Path
 
-from streamrec.model.train import stale_epochs
+from streamrec.model.train import stop_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def replay(scores: list[float], patience: int, min_delta: float) -> int:
-    """How many epochs a run with these per-epoch validation scores trains under the rule."""
-    for n in range(1, len(scores) + 1):
-        if stale_epochs(scores[:n], min_delta) >= patience:
-            return n
-    return len(scores)
 
 
 def runs(files: list[str]):
@@ -50,7 +42,7 @@ def main() -> None:
     rows = []
     for name, label, seed, patience, h in runs(a.files):
         scores = [x["valid_NDCG@10"] for x in h]
-        n = replay(scores, patience, a.min_delta)
+        n = stop_epoch(scores, patience, a.min_delta)
         best = max(range(len(h)), key=lambda i: scores[i])
         kept = max(range(n), key=lambda i: scores[i])
         rows.append({"file": name, "model": label, "seed": seed, "epochs": len(h), "epochs_kept": n,

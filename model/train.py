@@ -297,6 +297,15 @@ def stale_epochs(scores: list[float], min_delta: float) -> int:
     return len(scores) - 1 - last
 
 
+def stop_epoch(scores: list[float], patience: int, min_delta: float) -> int:
+    """How many epochs (1-based) a run with these per-epoch validation scores trains before ``fit``
+    stops it (by ``stale_epochs`` against ``patience``); all of them if it never stops."""
+    for n in range(1, len(scores) + 1):
+        if stale_epochs(scores[:n], min_delta) >= patience:
+            return n
+    return len(scores)
+
+
 def refit(model_cfg: LSTMConfig, cfg: TrainConfig, seqs: list[Encoded], lr_path: list[float],
           progress: bool = True) -> LSTMRecommender:
     """A fresh model trained on ``seqs`` for ``len(lr_path)`` epochs at those learning rates,

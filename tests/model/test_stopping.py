@@ -5,7 +5,7 @@ import numpy as np
 from streamrec.model.config import TrainConfig
 from streamrec.model.encode import Encoded, build_targets
 from streamrec.model.lstm import LSTMConfig
-from streamrec.model.train import fit, stale_epochs
+from streamrec.model.train import fit, stale_epochs, stop_epoch
 
 # Beauty, attention 20 + 128-d + cosine scores x 20, seed 1: validation NDCG@10 per epoch
 # (benchmarks/results/quality-beauty-att20-d128-cos20-s1.json, rounded to 6 digits). It levels
@@ -15,18 +15,10 @@ BEAUTY_S1 = [0.009248, 0.023554, 0.035124, 0.047437, 0.055301, 0.057755, 0.05911
              0.063111, 0.062868, 0.063054, 0.063147, 0.063148, 0.063071, 0.063032, 0.063128, 0.063145]
 
 
-def _stop_epoch(scores: list[float], patience: int, min_delta: float) -> int:
-    """The epoch (1-based) after which training stops, as ``fit`` decides it."""
-    for n in range(1, len(scores) + 1):
-        if stale_epochs(scores[:n], min_delta) >= patience:
-            return n
-    return len(scores)
-
-
 def test_a_levelled_off_run_stops_four_epochs_after_its_last_progress():
-    assert _stop_epoch(BEAUTY_S1, 4, 0.001) == 18  # last progress: epoch 14 (+1.4%)
+    assert stop_epoch(BEAUTY_S1, 4, 0.001) == 18  # last progress: epoch 14 (+1.4%)
     # every gain counted: the run went on to epoch 25 on gains of 0.00003 and less
-    assert _stop_epoch(BEAUTY_S1, 4, 0.0) == 25
+    assert stop_epoch(BEAUTY_S1, 4, 0.0) == 25
     # the checkpoint is still the best score seen before the stop (epoch 17, not 14)
     assert int(np.argmax(BEAUTY_S1[:18])) + 1 == 17
 
