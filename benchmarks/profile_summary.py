@@ -33,8 +33,12 @@ CATEGORIES: list[tuple[str, str]] = [
     ("state unpack/pack (UserState)", r"streams/state\.py"),
     ("JSON decode/encode and validation (codec)", r"streams/codec\.py|json/(decoder|encoder|__init__)"),
     ("per-event logic (process, top-k, runs)", r"streams/logic\.py"),
-    ("sequencing and completions", r"streams/(sequencer|progress|pipeline)\.py|complete \("),
-    ("asyncio scheduling", r"asyncio/(base_events|events|tasks|futures|queues|locks)\.py"),
+    # (not "complete \(": that matched asyncio's run_until_complete, the root of every stack, and made this
+    # category hold every sample that no earlier one took)
+    ("sequencing and completions", r"streams/(sequencer|progress|pipeline)\.py|Publisher\._complete \(|"
+                                   r"_store_when_written \("),
+    # the leaf frame only: every stack has asyncio's run_forever at its root
+    ("asyncio scheduling", r"asyncio/(base_events|events|tasks|futures|queues|locks|mixins|selector_events)\.py:\d+\)$"),
 ]
 
 
