@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     for s in (s for s in SETTINGS if s.field not in SECURITY_FIELDS):
         default = defaults[s.field]
         shown = ("required" if s.field == "bundle" else "the bundle's k" if s.field == "k" else
-                 "none" if default is None else f"{1000 * default:g}" if s.field in ("batch_wait", "fetch_wait") else
+                 "none" if default is None else f"{1000 * default:g}" if s.field == "batch_wait" else
                  str(default).replace("_", "-"))
         parser.add_argument(s.flag, dest=s.field, metavar=s.metavar, default=None,
                             help=f"{s.help} [{s.env}] ({'' if shown == 'required' else 'default: '}{shown})")

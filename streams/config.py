@@ -26,7 +26,6 @@ worker`` (which can only read the environment) and the CLI see the same configur
     STREAMREC_IN_FLIGHT       events stepped ahead of Kafka's acknowledgements at most (1000)
     STREAMREC_BATCH_MAX       records stepped together at most (256)
     STREAMREC_BATCH_WAIT      ms a batch waits for more records when fewer than --batch-max are ready (1)
-    STREAMREC_FETCH_WAIT      ms a fetch may wait at the broker while records arrive fast (3)
     STREAMREC_PRODUCER_BATCH_BYTES  largest record batch per topic-partition      (262144)
     STREAMREC_CONSUMER        loop | thread: where the Kafka consumer runs       (loop)
     STREAMREC_STATE_TTL       expire users idle this long in event time, e.g. 30d (0 = never)
@@ -121,13 +120,13 @@ SETTINGS = (
             "how many events may be stepped and published before the writes of the earlier ones are "
             "acknowledged by Kafka; each event still counts as done (state stored, offset committable) only "
             "once its own writes are, in order (a batch larger than N still goes alone)"),
-    Setting("batch_max", "--batch-max", "STREAMREC_BATCH_MAX", "N", "records taken, stepped (each user's run of events "
-            "at once, ONNX calls of at most 256 events, fewer on large catalogs) and published together at most; 1 steps every event alone (slow)"),
+    Setting("batch_max", "--batch-max", "STREAMREC_BATCH_MAX", "N",
+            "records taken, stepped (each user's run of events at once, ONNX calls of at most 256 events, fewer on large catalogs) and published "
+            "together at most; "
+            "1 steps every event alone (slow)"),
     Setting("batch_wait", "--batch-wait", "STREAMREC_BATCH_WAIT", "MS",
             "milliseconds a batch waits for more records when fewer than --batch-max are ready (a lone event is "
             "never delayed longer; under load batches fill by themselves); 0 = take what is ready"),
-    Setting("fetch_wait", "--fetch-wait", "STREAMREC_FETCH_WAIT", "MS", "while this wait would gather two records or more, each fetch waits at "
-            "the broker up to this long for more (fewer, fuller fetches and batches: less CPU a record); below half that rate fetches come back at once; 0 = never"),
     Setting("producer_batch_bytes", "--producer-batch-bytes", "STREAMREC_PRODUCER_BATCH_BYTES", "BYTES",
             "largest record batch the producer builds per topic-partition (at-least-once, records join the batch "
             "queued behind the request in flight up to this size; keep it below the topics' max.message.bytes)"),
@@ -285,7 +284,6 @@ class WorkerConfig:
     in_flight: int = 1000  # events whose writes may be under way at once (streams/pipeline.py)
     batch_max: int = 256  # records per micro-batch at most (streams/inbox.py)
     batch_wait: float = 0.001  # seconds a micro-batch waits for more records (flag and variable: ms)
-    fetch_wait: float = 0.003  # seconds a fetch may wait at the broker under load (streams/fetch_pacing.py; ms)
     producer_batch_bytes: int = 256 * 1024  # Faust's producer_max_batch_size (aiokafka's max_batch_size)
     consumer: str = "loop"  # where aiokafka's consumer runs (streams/faust_adapter.py install_batch_drain)
     state_ttl: float = 0.0  # seconds of event time; 0 = states never expire
@@ -368,7 +366,7 @@ class WorkerConfig:
                 values[name] = parse_duration(_describe(name), text)
             elif name == "guarantee":
                 values[name] = GUARANTEES.get(text.replace("_", "-"), text)
-            elif name in ("batch_wait", "fetch_wait"):
+            elif name == "batch_wait":
                 try:
                     values[name] = float(text) / 1000
                 except ValueError:
@@ -388,7 +386,7 @@ class WorkerConfig:
             value = getattr(self, s.field)
             if value is not None:
                 out[s.env] = ({v: k for k, v in GUARANTEES.items()}[value] if s.field == "guarantee" else
-                              repr(1000 * value) if s.field in ("batch_wait", "fetch_wait") else str(value))
+                              repr(1000 * value) if s.field == "batch_wait" else str(value))
         return out
 
 

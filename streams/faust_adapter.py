@@ -25,13 +25,8 @@ a clear message otherwise, instead of failing on the first event.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
-
-from streamrec.streams.fetch_pacing import PACED_MIN_BYTES, FetchPacer
-
-log = logging.getLogger("streamrec.worker")
 
 #: (what, how to get it) for every private attribute this module uses: of the classes (checked when the
 #: worker is built, before Faust starts) and of the running consumer (checked when consuming starts).
@@ -62,9 +57,8 @@ _RUNNING: list[tuple[str, Callable[[Any], Any]]] = [
      lambda app: (app.consumer._thread._thread_started, app.consumer._thread.parent_loop)),
     ("aiokafka AIOKafkaProducer._message_accumulator._batches / MessageBatch._builder / future",
      lambda app: _check_queued_batch(plain_producer(app))),
-    ("aiokafka Fetcher._records / _subscriptions.subscription / _fetch_min_bytes / _fetch_max_wait_ms",
-     lambda app: [(f._records, f._subscriptions.subscription, f._fetch_min_bytes, f._fetch_max_wait_ms)
-                  for f in [aiokafka_fetcher(app.consumer)]]),
+    ("aiokafka Fetcher._records / _subscriptions.subscription",
+     lambda app: [(f._records, f._subscriptions.subscription) for f in [app.consumer._thread._ensure_consumer()._fetcher]]),
 ]
 
 
@@ -91,14 +85,11 @@ def check(app: Any, running: bool = False) -> None:
 
 # ---- consuming ------------------------------------------------------------------------------
 def install_batch_drain(app: Any, inputs: Iterable[str], deliver: Callable[[list[Any]], None],
-                        room: Callable[[], Awaitable[None]] | None = None, own_thread: bool = False,
-                        pacer: FetchPacer | None = None) -> None:
+                        room: Callable[[], Awaitable[None]] | None = None, own_thread: bool = False) -> None:
     """Make the app's consumer (a subclass of faust's, set on the transport before Faust creates the
     consumer) fetch in batches: each fetch's records of ``inputs`` go to ``deliver`` (one call, in
     fetch order, each record tracked as unacknowledged by Faust); other records go to Faust's own
-    per-record callback, as before. After a delivery the loop awaits ``room()`` (backpressure). With
-    ``pacer`` (``streams/fetch_pacing.py``), fetches wait at the broker for more records while records
-    arrive fast.
+    per-record callback, as before. After a delivery the loop awaits ``room()`` (backpressure).
 
     Faust runs aiokafka's consumer on a thread of its own (``own_thread``); by default it runs here on
     the worker's event loop instead. On the thread, each fetch needed the GIL 3-4 times (the fetch
@@ -147,7 +138,7 @@ def install_batch_drain(app: Any, inputs: Iterable[str], deliver: Callable[[list
 
     class BatchConsumer(transport.Consumer):  # type: ignore[name-defined,misc]
         async def _drain_messages(self, fetcher: Any) -> None:
-            await _drain(app, self, fetcher, wanted, deliver, room, pacer)
+            await _drain(app, self, fetcher, wanted, deliver, room)
 
         def _new_consumer_thread(self) -> Any:
             if own_thread:
@@ -186,7 +177,7 @@ def hold_inactive(consumer: Any, active: Any) -> None:
 
 
 async def _drain(app: Any, consumer: Any, fetcher: Any, wanted: frozenset[str], deliver: Callable[[list[Any]], None],
-                 room: Callable[[], Awaitable[None]] | None, pacer: FetchPacer | None = None) -> None:
+                 room: Callable[[], Awaitable[None]] | None) -> None:
     """The fetch loop: faust 0.15's ``Consumer._drain_messages`` without its task pair per input record.
     As there, a record is dropped (its partition is read again from the committed offset after the
     rebalance) when the flow is suspended, and gaps in the offsets are recorded for the commit."""
@@ -196,7 +187,6 @@ async def _drain(app: Any, consumer: Any, fetcher: Any, wanted: frozenset[str], 
     acks_enabled_for = app.topics.acks_enabled_for
     unacked = consumer._unacked_messages  # faust's track_message without its per-record sensor call
     suspended = consumer.suspend_flow.is_set
-    pace = _pacing(consumer, pacer) if pacer is not None else None
     while not (consumer_stopped() or fetcher_stopped()):
         batch: list[Any] = []
         try:
@@ -222,37 +212,11 @@ async def _drain(app: Any, consumer: Any, fetcher: Any, wanted: frozenset[str], 
             if app.should_stop:  # a stop cancels the fetch (faust: "Consumer shutting down for user cancel")
                 return
             raise
-        if pace is not None:
-            pace(len(batch))
         if batch:
             deliver(batch)
             if room is not None:
                 await room()
         await asyncio.sleep(0)
-
-
-def aiokafka_fetcher(consumer: Any) -> Any:
-    """The aiokafka ``Fetcher`` behind a running faust consumer."""
-    return consumer._thread._ensure_consumer()._fetcher
-
-
-def _pacing(consumer: Any, pacer: FetchPacer) -> Callable[[int], None]:
-    """``pace(records)`` after each hand-over: the fetch settings ``pacer`` asks for, on aiokafka's fetcher
-    (read by the next fetch request it builds); the consumer's own settings when it stops pacing."""
-    own: list[tuple[int, int]] = []
-    now = asyncio.get_running_loop().time
-
-    def pace(records: int) -> None:
-        if not pacer.observe(records, now()):
-            return
-        fetcher = aiokafka_fetcher(consumer)
-        if not own:
-            own.append((fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms))
-        fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = (PACED_MIN_BYTES, pacer.wait_ms) if pacer.paced else own[0]
-        log.debug("fetches %s (records arrive at ~%.0f/s)", f"wait up to {pacer.wait_ms} ms" if pacer.paced
-                  else "come back at once", pacer.rate)
-
-    return pace
 
 
 def skip_unacked(app: Any, message: Any) -> None:

@@ -7,8 +7,7 @@ the environment (``streams/app.py``); tests build one in-process.
 
 An event's way through the code, one micro-batch at a time (``_consume`` -> ``_handle``):
 
-    fetch loop (faust_adapter; under load fetches wait --fetch-wait for more) -> Inbox -> take a batch
-      (--batch-max, --batch-wait)
+    fetch loop (faust_adapter) -> Inbox -> take a batch (--batch-max, --batch-wait)
       -> sequence (Sequencer.admit: each input partition contiguous)
       -> read the users' states (RocksDB, or the pending ones not yet stored)
       -> plan (streams.batch.plan_batch: decode, step users' runs, encode; streams.gate: what of it is
@@ -67,7 +66,6 @@ from streamrec.streams import faust_adapter, views, warm
 from streamrec.streams.batch import Plan, Rules, plan_batch
 from streamrec.streams.config import ConfigError, WorkerConfig, parse_since
 from streamrec.streams.expiry import expire_idle_states
-from streamrec.streams.fetch_pacing import FetchPacer
 from streamrec.streams.gate import OutputGate
 from streamrec.streams.inbox import Inbox
 from streamrec.streams.local_state import RunningMarker
@@ -164,7 +162,7 @@ class Worker:
         self._verified: set[str] = set()
         faust_adapter.check(app)  # the private attributes of faust and aiokafka it uses (a clear error if missing)
         faust_adapter.install_batch_drain(app, self.events_topic.topics, self.inbox.put, self.inbox.space,
-                                          own_thread=config.consumer == "thread", pacer=FetchPacer(config.fetch_wait))
+                                          own_thread=config.consumer == "thread")
         self._wire()
 
     # ---- wiring Faust to the pipeline ----------------------------------------------------------
