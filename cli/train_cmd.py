@@ -65,11 +65,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--max-len", type=int, default=d.max_len, help=f"truncated-BPTT length (default {d.max_len})")
     t.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr})")
     t.add_argument("--lr-decay", type=float, default=d.lr_decay,
-                   help=f"after an epoch without validation gain, resume from the best weights with "
-                        f"lr *= this (1 = off; default {d.lr_decay})")
+                   help=f"after --decay-patience epochs without validation gain, resume from the best weights "
+                        f"with lr *= this (1 = off; default {d.lr_decay})")
+    t.add_argument("--decay-patience", type=int, default=d.decay_patience, metavar="EPOCHS",
+                   help=f"plateau schedule: decay the rate after this many epochs in a row without a validation "
+                        f"gain (counted again after each decay). 1 decays on the first one, which can trap a run "
+                        f"in an early plateau: validation is noisy in the first epochs (default {d.decay_patience})")
+    t.add_argument("--decay-resume", action=argparse.BooleanOptionalAction, default=d.decay_resume,
+                   help="on a decay, go back to the best weights; --no-decay-resume goes on from the current "
+                        f"ones (default {'on' if d.decay_resume else 'off'})")
     t.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
     t.add_argument("--schedule", choices=["plateau", "cosine"], default=d.schedule,
-                   help=f"learning-rate schedule: plateau (--lr-decay on an epoch without gain) or cosine "
+                   help=f"learning-rate schedule: plateau (--lr-decay after --decay-patience epochs without gain) or cosine "
                         f"(from --lr to 0 over --epochs) (default {d.schedule})")
     t.add_argument("--mask-seen", action=argparse.BooleanOptionalAction, default=d.mask_seen,
                    help="rank the target only among items not yet in the user's history in the training loss, "
@@ -120,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
     events = load_events(args)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_len=args.max_len, lr=args.lr, lr_decay=args.lr_decay,
+                      decay_patience=args.decay_patience, decay_resume=args.decay_resume,
                       weight_decay=args.weight_decay, patience=args.patience, min_delta=args.min_delta, seed=args.seed,
                       threads=args.threads, time_budget_s=args.time_budget, schedule=args.schedule,
                       mask_seen=args.mask_seen, item_mask=args.item_mask, ema=args.ema, refit=args.refit,

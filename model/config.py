@@ -14,7 +14,12 @@ class TrainConfig:
     patience: int = 4  # epochs without progress on validation NDCG@10 before stopping
     min_delta: float = 0.001  # progress = a gain of more than this share of the score since the
     # last epoch that made progress (smaller gains still update the best weights; 0 = any gain)
-    lr_decay: float = 0.5  # on an epoch without gain: go back to the best weights, lr *= this (1 = off)
+    lr_decay: float = 0.5  # after ``decay_patience`` epochs without gain: back to the best weights, lr *= this
+    # (1 = off)
+    decay_patience: int = 2  # plateau schedule: epochs in a row without a gain (counted again after each
+    # decay) before the rate decays; 1 = on the first such epoch (the rule before 2026-12-07)
+    decay_resume: bool = True  # plateau schedule: a decay goes back to the best weights (False: the
+    # run goes on from its current weights at the smaller rate)
     schedule: str = "plateau"  # "plateau" (lr_decay above) or "cosine" (lr follows half a cosine
     # from lr to 0 over ``epochs``; lr_decay unused)
     clip: float = 5.0

@@ -227,7 +227,7 @@ def _fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encod
     model, opt = _new_model(model_cfg, cfg, fit_seqs, init)
     seqs = [s for s in fit_seqs if len(s) >= 2]
     history: list[dict] = []
-    best, best_state = -math.inf, None
+    best, best_state, flat = -math.inf, None, 0  # flat: epochs without a gain since the best or a decay
     scores: list[float] = []  # validation NDCG@10 per epoch (-loss without validation targets)
     trail: list[float] = []  # learning rate of each epoch that led to the current weights
     start = time.monotonic()
@@ -254,18 +254,21 @@ def _fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encod
             _assign(params, raw)
         scores.append(ndcg)
         if ndcg > best:
-            best, best_trail = ndcg, list(trail)
+            best, best_trail, flat = ndcg, list(trail), 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if ema is not None:
                 best_state = _with(model, best_state, ema)
         else:
-            if cfg.schedule == "plateau" and cfg.lr_decay < 1.0 and best_state is not None:
-                # a step too far: resume from the best weights with a smaller step size
-                model.load_state_dict(best_state)
-                trail = list(best_trail)
-                if ema is not None:
-                    _assign(ema, params)
-                for group in opt.param_groups:
+            flat += 1
+            if (cfg.schedule == "plateau" and cfg.lr_decay < 1.0 and best_state is not None
+                    and flat >= cfg.decay_patience):
+                flat = 0
+                if cfg.decay_resume:  # a step too far: resume from the best weights
+                    model.load_state_dict(best_state)
+                    trail = list(best_trail)
+                    if ema is not None:
+                        _assign(ema, params)
+                for group in opt.param_groups:  # with a smaller step size
                     group["lr"] *= cfg.lr_decay
         bar.set_postfix(loss=f"{loss:.3f}", ndcg10=f"{metrics.get('NDCG@10', float('nan')):.4f}",
                         hr10=f"{metrics.get('HR@10', float('nan')):.4f}", best=f"{best:.4f}")

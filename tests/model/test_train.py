@@ -119,3 +119,39 @@ def test_mask_seen_on_selected_positions_equals_the_full_mask():
     sel = target > 1
     full = _mask_seen(scores, history, 0, target)
     assert torch.equal(_mask_seen(scores[sel], history, 0, target, sel), full[sel])
+
+
+def _plateau_lrs(scores: list[float], lr: float, decay: float, patience: int) -> list[float]:
+    """The rate of each epoch under the plateau rule, replayed from its validation scores."""
+    best, flat, out = -float("inf"), 0, []
+    for s in scores:
+        out.append(lr)
+        if s > best:
+            best, flat = s, 0
+        else:
+            flat += 1
+            if flat >= patience:
+                flat, lr = 0, lr * decay
+    return out
+
+
+def test_plateau_decay_waits_decay_patience_epochs_and_can_go_on_from_the_current_weights():
+    from streamrec.model.encode import build_targets
+
+    seqs = _toy()
+    encoded = {str(u): s for u, s in enumerate(seqs)}
+    fit_seqs = [Encoded(s.items[:10], s.types[:10], s.gaps[:10], s.ts[:10]) for s in seqs]
+    valid = build_targets(encoded, [(u, 10) for u in encoded])
+    cfg = LSTMConfig(n_items=22, n_event_types=3, dim=16, hidden=16, dropout=0.1)
+    decays = 0
+    for patience, resume in [(1, True), (2, True), (3, False)]:
+        tc = TrainConfig(epochs=10, batch_size=16, lr=1e-2, patience=10, threads=1, decay_patience=patience,
+                         decay_resume=resume)
+        _, history = fit(cfg, tc, fit_seqs, encoded, valid, progress=False)
+        scores = [h["valid_NDCG@10"] for h in history]
+        lrs = [h["lr"] for h in history]
+        assert lrs == _plateau_lrs(scores, 1e-2, 0.5, patience)
+        decays += lrs[-1] < 1e-2
+        if not resume:  # no revert: each epoch's path is every epoch so far
+            assert all(h["lr_path"] == lrs[:k + 1] for k, h in enumerate(history))
+    assert decays >= 2  # the toy's validation levels off, so the rule is exercised
