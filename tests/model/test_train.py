@@ -42,14 +42,19 @@ def _toy():
     return seqs
 
 
-def test_fit_with_every_training_option_learns_a_chain():
+def _toy_fit():
+    """The toy users, their first 10 events to fit, the 11th as validation target, a small model."""
     from streamrec.model.encode import build_targets
 
     seqs = _toy()
     encoded = {str(u): s for u, s in enumerate(seqs)}
     fit_seqs = [Encoded(s.items[:10], s.types[:10], s.gaps[:10], s.ts[:10]) for s in seqs]
     valid = build_targets(encoded, [(u, 10) for u in encoded])
-    cfg = LSTMConfig(n_items=22, n_event_types=3, dim=16, hidden=16, dropout=0.1)
+    return seqs, encoded, fit_seqs, valid, LSTMConfig(n_items=22, n_event_types=3, dim=16, hidden=16, dropout=0.1)
+
+
+def test_fit_with_every_training_option_learns_a_chain():
+    _, encoded, fit_seqs, valid, cfg = _toy_fit()
     model, history = fit(cfg, TrainConfig(epochs=12, batch_size=16, lr=1e-2, mask_seen=True, item_mask=0.1,
                                           ema=0.9, threads=1), fit_seqs, encoded, valid, progress=False)
     assert history[-1]["valid_HR@10"] > 0.9
@@ -60,11 +65,7 @@ def test_fit_records_the_learning_rate_path_and_refit_replays_it():
     from streamrec.model.encode import build_targets
     from streamrec.model.train import evaluate_model, refit
 
-    seqs = _toy()
-    encoded = {str(u): s for u, s in enumerate(seqs)}
-    fit_seqs = [Encoded(s.items[:10], s.types[:10], s.gaps[:10], s.ts[:10]) for s in seqs]
-    valid = build_targets(encoded, [(u, 10) for u in encoded])
-    cfg = LSTMConfig(n_items=22, n_event_types=3, dim=16, hidden=16, dropout=0.1)
+    seqs, encoded, fit_seqs, valid, cfg = _toy_fit()
     tc = TrainConfig(epochs=6, batch_size=16, lr=1e-2, lr_decay=0.5, patience=6, threads=1)
     _, history = fit(cfg, tc, fit_seqs, encoded, valid, progress=False)
     best = max(history, key=lambda h: h["valid_NDCG@10"])
@@ -136,13 +137,7 @@ def _plateau_lrs(scores: list[float], lr: float, decay: float, patience: int) ->
 
 
 def test_plateau_decay_waits_decay_patience_epochs_and_can_go_on_from_the_current_weights():
-    from streamrec.model.encode import build_targets
-
-    seqs = _toy()
-    encoded = {str(u): s for u, s in enumerate(seqs)}
-    fit_seqs = [Encoded(s.items[:10], s.types[:10], s.gaps[:10], s.ts[:10]) for s in seqs]
-    valid = build_targets(encoded, [(u, 10) for u in encoded])
-    cfg = LSTMConfig(n_items=22, n_event_types=3, dim=16, hidden=16, dropout=0.1)
+    _, encoded, fit_seqs, valid, cfg = _toy_fit()
     decays = 0
     for patience, resume in [(1, True), (2, True), (3, False)]:
         tc = TrainConfig(epochs=10, batch_size=16, lr=1e-2, patience=10, threads=1, decay_patience=patience,
