@@ -65,8 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--max-len", type=int, default=d.max_len, help=f"truncated-BPTT length (default {d.max_len})")
     t.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr})")
     t.add_argument("--lr-decay", type=float, default=d.lr_decay,
-                   help=f"after --decay-patience epochs without validation gain, resume from the best weights "
-                        f"with lr *= this (1 = off; default {d.lr_decay})")
+                   help=f"after --decay-patience epochs without validation gain, lr *= this (and, with "
+                        f"--decay-resume, back to the best weights) (1 = off; default {d.lr_decay})")
     t.add_argument("--decay-patience", type=int, default=d.decay_patience, metavar="EPOCHS",
                    help=f"plateau schedule: decay the rate after this many epochs in a row without a validation "
                         f"gain (counted again after each decay). 1 decays on the first one, which can trap a run "

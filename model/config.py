@@ -14,8 +14,8 @@ class TrainConfig:
     patience: int = 4  # epochs without progress on validation NDCG@10 before stopping
     min_delta: float = 0.001  # progress = a gain of more than this share of the score since the
     # last epoch that made progress (smaller gains still update the best weights; 0 = any gain)
-    lr_decay: float = 0.5  # after ``decay_patience`` epochs without gain: back to the best weights, lr *= this
-    # (1 = off)
+    lr_decay: float = 0.5  # after ``decay_patience`` epochs without gain: lr *= this (and, with
+    # ``decay_resume``, back to the best weights; 1 = off)
     decay_patience: int = 2  # plateau schedule: epochs in a row without a gain (counted again after each
     # decay) before the rate decays; 1 = on the first such epoch (the rule before 2026-12-07)
     decay_resume: bool = True  # plateau schedule: a decay goes back to the best weights (False: the
