@@ -80,6 +80,48 @@ def test_partitions_faust_does_not_take_are_paused_in_aiokafka() -> None:
     asyncio.run(main())
 
 
+def test_records_faust_would_drop_after_a_rebalance_are_put_back() -> None:
+    """A fetch that returns while Faust's flow is stopped, or after the consumer generation changed, or
+    with records of a partition Faust no longer takes, is sought back to each such partition's first
+    fetched record (Faust would drop them, aiokafka having moved past them); the rest is returned."""
+    from types import SimpleNamespace
+
+    clicks0, clicks2, browses2, gone = ("clicks", 0), ("clicks", 2), ("browses", 2), ("browses", 0)
+    fetched = {tp: [SimpleNamespace(offset=o) for o in (first, first + 1)]
+               for tp, first in ((clicks0, 7), (clicks2, 0), (browses2, 40), (gone, 3))}
+
+    class Consumer:  # aiokafka's: what is assigned now, and its seeks
+        def __init__(self) -> None:
+            self.seeks: dict = {}
+
+        def assignment(self) -> set:
+            return {clicks0, clicks2, browses2}
+
+        def seek(self, tp: tuple, offset: int) -> None:
+            self.seeks[tp] = offset
+
+    def faust(flow: bool, active: set | None, buffered: frozenset = frozenset()) -> SimpleNamespace:
+        return SimpleNamespace(flow_active=flow, _active_partitions=active, _buffered_partitions=buffered)
+
+    # the flow stopped during the wait: nothing is delivered, every assigned partition is read again
+    c = Consumer()
+    assert faust_adapter.put_back_undeliverable(c, faust(False, set()), fetched, False) == {}
+    assert c.seeks == {clicks0: 7, clicks2: 0, browses2: 40}  # "gone" is another worker's now
+    # flow running again, but the generation changed while the fetch waited: the same
+    c = Consumer()
+    assert faust_adapter.put_back_undeliverable(c, faust(True, {clicks0, clicks2, browses2}), fetched, True) == {}
+    assert c.seeks == {clicks0: 7, clicks2: 0, browses2: 40}
+    # same generation: only the partitions Faust does not take now (neither active nor buffered)
+    c = Consumer()
+    kept = faust_adapter.put_back_undeliverable(c, faust(True, {clicks0}, frozenset({browses2})), fetched, False)
+    assert kept == {clicks0: fetched[clicks0], browses2: fetched[browses2]} and c.seeks == {clicks2: 0}
+    # nothing to put back, or nothing fetched: returned as it is, no seek
+    c = Consumer()
+    assert faust_adapter.put_back_undeliverable(c, faust(True, set(fetched)), fetched, False) is fetched
+    assert faust_adapter.put_back_undeliverable(c, faust(True, None), fetched, False) is fetched
+    assert faust_adapter.put_back_undeliverable(c, faust(False, None), {}, True) == {} and c.seeks == {}
+
+
 def test_at_least_once_stores_and_acknowledges_only_after_the_changelog_has_the_states(
         bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The rule that keeps the changelog complete across a SIGKILL under at-least-once: a batch's states
