@@ -217,18 +217,22 @@ class LSTMRecommender(nn.Module):
 
     # ---- training / offline --------------------------------------------------------------
     def encode(self, items: Tensor, types: Tensor, gaps: Tensor,
-               state: tuple[Tensor, Tensor] | None = None, window: Tensor | None = None
-               ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+               state: tuple[Tensor, Tensor] | None = None, window: Tensor | None = None,
+               sel: Tensor | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Run the LSTM over [B, T] events; returns query vectors [B, T, dim] and the final state.
         Attention models: ``window`` [B, T, N] is each position's recent-items window; without it,
         the windows are built from ``items`` alone (right for a chunk that starts at the users'
-        first events, not for a later chunk)."""
+        first events, not for a later chunk). With ``sel`` (a [B, T] boolean) the query vectors
+        are those of the selected positions only, [n, dim]: the query (attention, dropout) is
+        computed for no other position, which in training is most of a padded batch."""
         x = self.drop(self._embed(items, types, gaps))
         if state is None:
             state = self.init_state(items.shape[0])
         out, (h, c) = self.lstm(x, state)
         if self.cfg.attention > 0 and window is None:
             window = recent_windows(items, self.cfg.attention)
+        if sel is not None:
+            out, items, window = out[sel], items[sel], None if window is None else window[sel]
         return self.query(out, items, window), (h, c)
 
     def forward(self, items: Tensor, types: Tensor, gaps: Tensor,

@@ -63,22 +63,22 @@ def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Op
         state = None
         for a in range(0, items.shape[1] - 1, cfg.max_len):
             b = min(a + cfg.max_len, items.shape[1] - 1)
-            q, state = model.encode(inputs[:, a:b], types[:, a:b], gaps[:, a:b], state,
-                                    None if windows is None else windows[:, a:b])
             target = items[:, a + 1:b + 1]
             sel = target > 1  # positions with something to learn (not padding, not out of vocabulary)
+            # query vectors (and whole-catalog scores) only where there is a target: [n, ...], not [B, T, ...]
+            q, state = model.encode(inputs[:, a:b], types[:, a:b], gaps[:, a:b], state,
+                                    None if windows is None else windows[:, a:b], sel)
             n = int(sel.sum())
             if n == 0:
                 state = (state[0].detach(), state[1].detach())
                 continue
-            # whole-catalog scores only where there is a target: [n, n_items], not [B, T, n_items]
             current, target_n = inputs[:, a:b][sel], target[sel]
             if cfg.negatives > 0:
-                loss = sampled_loss(model, q[sel], target_n, cfg.negatives, neg_gen,
+                loss = sampled_loss(model, q, target_n, cfg.negatives, neg_gen,
                                      (items[:, :b], a, target, sel) if cfg.mask_seen else None,
                                      cfg.label_smoothing)
             else:
-                scores = model.score(q[sel], current)
+                scores = model.score(q, current)
                 if model.cfg.transitions > 0:
                     scores = leave_one_out(model, scores, current, target_n)
                 if cfg.mask_seen:
@@ -140,15 +140,24 @@ def query_vectors(model: LSTMRecommender, encoded: dict[str, Encoded], targets: 
         trimmed = [Encoded(s.items[:k], s.types[:k], s.gaps[:k], s.ts[:k]) for s, k in zip(seqs, need)]
         items, types, gaps = _pad(trimmed, list(range(len(group))))
         windows = recent_windows(items, model.cfg.attention) if model.cfg.attention > 0 else None
-        state, qs = None, []
+        # the query vectors only where a target needs one (``encode``'s ``sel``): slot[j, t] -> their row
+        wanted = np.zeros(items.shape, dtype=bool)
+        for j, u in enumerate(group):
+            wanted[j, targets.positions[by_user[u]] - 1] = True
+        slot = np.full(items.shape, -1, dtype=np.int64)
+        state, qs, k = None, [], 0
         for a in range(0, items.shape[1], chunk):
+            sel = wanted[:, a:a + chunk]
+            jj, tt = np.nonzero(sel)  # the row-major order of boolean indexing
+            slot[jj, a + tt] = np.arange(k, k + len(jj))
+            k += len(jj)
             q, state = model.encode(items[:, a:a + chunk], types[:, a:a + chunk], gaps[:, a:a + chunk], state,
-                                    None if windows is None else windows[:, a:a + chunk])
+                                    None if windows is None else windows[:, a:a + chunk], torch.from_numpy(sel))
             qs.append(q)
-        q = torch.cat(qs, dim=1).numpy()
+        q = torch.cat(qs).numpy()
         for j, u in enumerate(group):
             rows = by_user[u]
-            out[rows] = q[j, targets.positions[rows] - 1]
+            out[rows] = q[slot[j, targets.positions[rows] - 1]]
     return out
 
 

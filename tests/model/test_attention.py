@@ -9,7 +9,7 @@ from streamrec.export.contract import window_of, windows_of
 from streamrec.model.config import TrainConfig
 from streamrec.model.encode import Encoded, build_targets
 from streamrec.model.lstm import LSTMConfig, LSTMRecommender, recent_windows
-from streamrec.model.train import fit
+from streamrec.model.train import fit, query_vectors
 from streamrec.streams.state import remember
 from tests.factories import chain_data
 
@@ -91,6 +91,35 @@ def test_T_single_steps_with_windows_equal_one_forward():
             a, st = m(items[:, :11], types[:, :11], gaps[:, :11])
             b, _ = m(items[:, 11:], types[:, 11:], gaps[:, 11:], st, windows[:, 11:])
         assert torch.allclose(torch.cat([a, b], 1), full, atol=1e-5)
+
+
+def test_query_vectors_of_selected_positions_equal_the_full_encode():
+    """``encode(..., sel=...)`` (training: only positions with a target) gives the query vectors the full
+    encode gives there, and the same state; ``query_vectors`` (evaluation, which selects the positions
+    before targets) equals the full encode at those positions."""
+    g = torch.Generator().manual_seed(3)
+    items = torch.randint(0, 40, (6, 25), generator=g)  # PAD, OOV ids and repeats included
+    types, gaps = torch.randint(1, 4, (6, 25), generator=g), torch.randint(0, 20, (6, 25), generator=g)
+    sel = torch.rand(6, 25, generator=g) < 0.3
+    for layers, fo_dim, heads in ((1, 0, 1), (2, 8, 1), (1, 0, 2), (2, 8, 4)):
+        m = _model(layers, fo_dim, heads).eval()
+        with torch.no_grad():
+            full, (h, c) = m.encode(items, types, gaps)
+            part, (h2, c2) = m.encode(items, types, gaps, sel=sel)
+        assert part.shape == (int(sel.sum()), full.shape[-1])
+        torch.testing.assert_close(part, full[sel], rtol=1e-6, atol=1e-6)
+        assert torch.equal(h, h2) and torch.equal(c, c2)
+
+    m = _model().eval()
+    seqs = {str(u): Encoded(np.array(row[:n]), np.array(t[:n]), np.array(gp[:n]), np.arange(n))
+            for u, (row, t, gp, n) in enumerate(zip(items.clamp(min=2).tolist(), types.tolist(), gaps.tolist(),
+                                                     (25, 9, 17, 25, 3, 14)))}
+    targets = build_targets(seqs, [(u, p) for u, s in seqs.items() for p in range(1, len(s.items)) if p % 3 != 1])
+    with torch.no_grad():
+        got = query_vectors(m, seqs, targets, batch_users=4, chunk=7)  # several user groups and chunks
+        full, _ = m.encode(items.clamp(min=2), types, gaps)
+    want = np.stack([full[int(u), p - 1].numpy() for u, p in zip(targets.users, targets.positions)])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_attention_reads_the_window_and_an_empty_window_gives_no_context():
