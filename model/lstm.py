@@ -224,7 +224,7 @@ class LSTMRecommender(nn.Module):
         the windows are built from ``items`` alone (right for a chunk that starts at the users'
         first events, not for a later chunk). With ``sel`` (a [B, T] boolean) the query vectors
         are those of the selected positions only, [n, dim]: the query (attention, dropout) is
-        computed for no other position, which in training is most of a padded batch."""
+        computed for no other position (evaluation: the positions before its targets)."""
         x = self.drop(self._embed(items, types, gaps))
         if state is None:
             state = self.init_state(items.shape[0])

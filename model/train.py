@@ -63,22 +63,24 @@ def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Op
         state = None
         for a in range(0, items.shape[1] - 1, cfg.max_len):
             b = min(a + cfg.max_len, items.shape[1] - 1)
+            # the query at every position (its dropout masks drawn for the whole padded chunk: computing it only at
+            # the selected positions, encode's ``sel``, was no faster over a whole epoch and changes the random stream)
+            q, state = model.encode(inputs[:, a:b], types[:, a:b], gaps[:, a:b], state,
+                                    None if windows is None else windows[:, a:b])
             target = items[:, a + 1:b + 1]
             sel = target > 1  # positions with something to learn (not padding, not out of vocabulary)
-            # query vectors (and whole-catalog scores) only where there is a target: [n, ...], not [B, T, ...]
-            q, state = model.encode(inputs[:, a:b], types[:, a:b], gaps[:, a:b], state,
-                                    None if windows is None else windows[:, a:b], sel)
             n = int(sel.sum())
             if n == 0:
                 state = (state[0].detach(), state[1].detach())
                 continue
+            # whole-catalog scores only where there is a target: [n, n_items], not [B, T, n_items]
             current, target_n = inputs[:, a:b][sel], target[sel]
             if cfg.negatives > 0:
-                loss = sampled_loss(model, q, target_n, cfg.negatives, neg_gen,
+                loss = sampled_loss(model, q[sel], target_n, cfg.negatives, neg_gen,
                                      (items[:, :b], a, target, sel) if cfg.mask_seen else None,
                                      cfg.label_smoothing)
             else:
-                scores = model.score(q, current)
+                scores = model.score(q[sel], current)
                 if model.cfg.transitions > 0:
                     scores = leave_one_out(model, scores, current, target_n)
                 if cfg.mask_seen:

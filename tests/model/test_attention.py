@@ -94,7 +94,7 @@ def test_T_single_steps_with_windows_equal_one_forward():
 
 
 def test_query_vectors_of_selected_positions_equal_the_full_encode():
-    """``encode(..., sel=...)`` (training: only positions with a target) gives the query vectors the full
+    """``encode(..., sel=...)`` (only the selected positions) gives the query vectors the full
     encode gives there, and the same state; ``query_vectors`` (evaluation, which selects the positions
     before targets) equals the full encode at those positions."""
     g = torch.Generator().manual_seed(3)
