@@ -37,6 +37,8 @@ class TrainConfig:
     negatives: int = 0  # > 0: sampled softmax in training: each chunk's targets are ranked against
     # this many items drawn uniformly (shared by the chunk's positions) instead of the whole catalog
     # (seen items and the target itself excluded from them); 0: the whole catalog
+    score_block: int = 0  # > 0: a chunk's whole-catalog scores and their loss in blocks of this many rows
+    # (a chunk has up to batch_size x max_len); 0: one block, the figures of every run before it
     label_smoothing: float = 0.0  # > 0: training targets are (1 - this) on the true next item plus this
     # spread evenly over the items the loss ranks it against (seen items, PAD and OOV get none;
     # with ``negatives``, over the draws that count); 0: off

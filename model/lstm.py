@@ -205,10 +205,11 @@ class LSTMRecommender(nn.Module):
     def transition_prior(self, cnt: Tensor) -> Tensor:
         return self.trans_w[0] * torch.log1p(cnt) + self.trans_w[1] * (cnt > 0).to(cnt.dtype)
 
-    def score(self, q: Tensor, items: Tensor) -> Tensor:
+    def score(self, q: Tensor, items: Tensor, table: Tensor | None = None) -> Tensor:
         """Whole-catalog scores [..., n_items] for query vectors [..., q] computed after the
-        events ``items`` [...] (the current items feed the transition prior)."""
-        s = self.scale_query(q) @ self.scoring_table().t()
+        events ``items`` [...] (the current items feed the transition prior). ``table``: the
+        ``scoring_table()`` when the caller has it already (scores in row blocks)."""
+        s = self.scale_query(q) @ (self.scoring_table() if table is None else table).t()
         if self.bias is not None:
             s = s + self.bias
         if self.cfg.transitions > 0:

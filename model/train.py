@@ -18,7 +18,7 @@ from tqdm import tqdm
 from streamrec.model.encode import Encoded, TargetSet, last_items
 from streamrec.model.evaluate import evaluate_scorer
 from streamrec.model.config import TrainConfig
-from streamrec.model.losses import leave_one_out, mask_items, mask_seen, sampled_loss, smoothed_ce
+from streamrec.model.losses import leave_one_out, mask_items, sampled_loss, seen_items, smoothed_ce
 from streamrec.model.lstm import LSTMConfig, LSTMRecommender, recent_windows
 from streamrec.model.warm import grow
 
@@ -80,12 +80,19 @@ def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Op
                                      (items[:, :b], a, target, sel) if cfg.mask_seen else None,
                                      cfg.label_smoothing)
             else:
-                scores = model.score(q[sel], current)
-                if model.cfg.transitions > 0:
-                    scores = leave_one_out(model, scores, current, target_n)
-                if cfg.mask_seen:
-                    scores = mask_seen(scores, items[:, :b], a, target, sel)
-                loss = smoothed_ce(scores, target_n, cfg.label_smoothing)
+                # in blocks of rows (score_block): a [512, 12k] block of scores stays fast where [3000, 12k] does not
+                block = cfg.score_block or n
+                qs, table = q[sel], model.scoring_table()
+                seen = seen_items(items[:, :b], a, target, sel) if cfg.mask_seen else None
+                loss = 0.0
+                for r in range(0, n, block):
+                    rows = slice(r, r + block)
+                    scores = model.score(qs[rows], current[rows], table)
+                    if model.cfg.transitions > 0:
+                        scores = leave_one_out(model, scores, current[rows], target_n[rows])
+                    if seen is not None:
+                        scores = scores.scatter(-1, seen[rows], -1e9)
+                    loss = loss + smoothed_ce(scores, target_n[rows], cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             (loss / n).backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)

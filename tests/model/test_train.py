@@ -4,9 +4,10 @@ import torch
 
 from streamrec.model.config import TrainConfig
 from streamrec.model.encode import Encoded
-from streamrec.model.lstm import LSTMConfig
+from streamrec.model.lstm import LSTMConfig, LSTMRecommender
 from streamrec.model.losses import mask_items as _mask_items, mask_seen as _mask_seen
-from streamrec.model.train import fit
+from streamrec.model.train import fit, train_epoch, transition_table
+from tests.factories import chain_data
 
 
 def test_mask_seen_by_hand():
@@ -150,3 +151,23 @@ def test_plateau_decay_waits_decay_patience_epochs_and_can_go_on_from_the_curren
         if not resume:  # no revert: each epoch's path is every epoch so far
             assert all(h["lr_path"] == lrs[:k + 1] for k, h in enumerate(history))
     assert decays >= 2  # the toy's validation levels off, so the rule is exercised
+
+
+def test_scores_in_row_blocks_train_the_same_weights():
+    """``score_block``: a chunk's whole-catalog scores and loss in blocks of rows give the loss and the
+    weights of one block, up to float rounding (the sums run in another order); 0 is one block."""
+    encoded, fit_seqs, _ = chain_data()
+    weights = {}
+    for block in (0, 7, 10**6):
+        torch.manual_seed(0)
+        model = LSTMRecommender(LSTMConfig(n_items=22, n_event_types=3, dim=8, hidden=8, attention=3, transitions=4))
+        model.set_transitions(*transition_table(fit_seqs, 22, 4))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        cfg = TrainConfig(batch_size=16, max_len=5, score_block=block, item_mask=0.1, label_smoothing=0.1)
+        loss = train_epoch(model, fit_seqs, opt, cfg, np.random.default_rng(0))
+        weights[block] = (loss, [p.detach().clone() for p in model.parameters()])
+    for block in (7, 10**6):
+        assert abs(weights[block][0] - weights[0][0]) < 1e-5
+        for a, b in zip(weights[block][1], weights[0][1]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(weights[10**6][1], weights[0][1]))  # one block either way
