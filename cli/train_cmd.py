@@ -103,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--score-block", type=int, default=d.score_block, metavar="ROWS",
                    help="compute each chunk's whole-catalog scores and loss in blocks of ROWS rows (default 0: "
                         "one block). On Beauty (12k items, 2 threads) 512 made an epoch about 20%% faster; the "
-                        "loss differs only by float rounding, so figures move by that much")
+                        "loss differs by float rounding, a run drifts from there, and its figures are not measured yet")
     t.add_argument("--seed", type=int, default=d.seed, help="random seed (default 0)")
     t.add_argument("--threads", type=int, default=int(os.environ.get("STREAMREC_THREADS", 0)),
                    help="torch threads (env STREAMREC_THREADS; default: all cores)")

@@ -76,7 +76,13 @@ def mask_seen(scores: torch.Tensor, history: torch.Tensor, a: int, target: torch
     target among the items evaluation and serving can recommend (seen items are dropped there).
     ``history`` [B, a+T] holds the inputs from the user's first event; ``target`` is [B, T].
     With ``sel`` (a [B, T] boolean), ``scores`` holds only the selected positions, [n, N]."""
-    return scores.scatter(-1, seen_items(history, a, target, sel), -1e9)
+    return mask_at(scores, seen_items(history, a, target, sel))
+
+
+def mask_at(scores: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``scores`` [..., N] with the items ``idx`` [..., S] of each row set to -1e9 (``seen_items``' output,
+    or rows of it: training masks the scores block by block)."""
+    return scores.scatter(-1, idx, -1e9)
 
 
 def seen_items(history: torch.Tensor, a: int, target: torch.Tensor, sel: torch.Tensor | None = None) -> torch.Tensor:

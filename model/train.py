@@ -18,7 +18,7 @@ from tqdm import tqdm
 from streamrec.model.encode import Encoded, TargetSet, last_items
 from streamrec.model.evaluate import evaluate_scorer
 from streamrec.model.config import TrainConfig
-from streamrec.model.losses import leave_one_out, mask_items, sampled_loss, seen_items, smoothed_ce
+from streamrec.model.losses import leave_one_out, mask_at, mask_items, sampled_loss, seen_items, smoothed_ce
 from streamrec.model.lstm import LSTMConfig, LSTMRecommender, recent_windows
 from streamrec.model.warm import grow
 
@@ -91,7 +91,7 @@ def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Op
                     if model.cfg.transitions > 0:
                         scores = leave_one_out(model, scores, current[rows], target_n[rows])
                     if seen is not None:
-                        scores = scores.scatter(-1, seen[rows], -1e9)
+                        scores = mask_at(scores, seen[rows])
                     loss = loss + smoothed_ce(scores, target_n[rows], cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             (loss / n).backward()

@@ -204,7 +204,7 @@ def put_back_undeliverable(consumer: Any, faust_consumer: Any, fetched: dict[Any
     committed offsets", which for a partition nothing was ever committed on is no seek at all (aiokafka
     seeks only to a committed offset above 0): those records were never read. The two-worker test of
     ``tests/streams/test_wrong_partition_kafka.py`` lost the first 81-123 records of one or two
-    partitions that way in 2 of 4 runs in a loop (none of 12 with this put-back)."""
+    partitions that way in 2 of 4 runs in a loop (none of 24 with this put-back)."""
     if not fetched:
         return fetched
     back = undeliverable(fetched, faust_consumer.flow_active, new_generation, faust_consumer._active_partitions,
