@@ -87,6 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
                    help=f"validate and keep a moving average of the weights with this decay per step "
                         f"(0 = off; default {d.ema})")
+    t.add_argument("--ema-epochs", type=float, default=d.ema_epochs, metavar="EPOCHS",
+                   help="let the moving average span about this many epochs (its decay settles at "
+                        "1 - 1 / (EPOCHS x optimizer steps in an epoch), the same share of training on a data set of "
+                        f"any size) instead of the fixed --ema decay; 0 = the fixed decay (default {d.ema_epochs:g})")
     t.add_argument("--refit", action=argparse.BooleanOptionalAction, default=d.refit,
                    help="temporal protocol: after validation has chosen the epochs, train again on every "
                         f"event before the cutoff T (default {'on' if d.refit else 'off'})")
@@ -136,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
                       threads=args.threads, time_budget_s=args.time_budget, schedule=args.schedule,
                       mask_seen=args.mask_seen, item_mask=args.item_mask, ema=args.ema, refit=args.refit,
                       finetune=args.finetune, finetune_lr=args.finetune_lr, negatives=args.negatives,
-                      score_block=args.score_block)
+                      score_block=args.score_block, ema_epochs=args.ema_epochs)
     model_kw = dict(dim=args.dim, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
                     first_order=not args.no_first_order, first_order_dim=args.first_order_dim,
                     item_bias=not args.no_item_bias, transitions=args.transitions, cosine=args.cosine,

@@ -44,6 +44,9 @@ class TrainConfig:
     # with ``negatives``, over the draws that count); 0: off
     ema: float = 0.99  # > 0: validate, keep and return an exponential moving average of the
     # weights (this decay per optimizer step) instead of the last weights
+    ema_epochs: float = 0.0  # > 0: the average's decay settles at 1 - 1 / (this x optimizer steps in an
+    # epoch), a horizon of about this many epochs on a data set of any size, instead of ``ema``
+    # (which must still be > 0: 0 turns the average off); 0: the fixed decay ``ema``
 
     def to_dict(self) -> dict:
         return asdict(self)

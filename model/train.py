@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from streamrec.model.average import Average, assign, decay_cap, epoch_steps
 from streamrec.model.encode import Encoded, TargetSet, last_items
 from streamrec.model.evaluate import evaluate_scorer
 from streamrec.model.config import TrainConfig
@@ -43,11 +44,9 @@ def _pad(seqs: list[Encoded], rows: list[int]) -> tuple[torch.Tensor, torch.Tens
 
 
 def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Optimizer, cfg: TrainConfig,
-                rng: np.random.Generator, ema: list[torch.Tensor] | None = None,
-                ema_steps: list[int] | None = None) -> float:
-    """One pass over ``seqs``; with ``ema``, updates that running average of the parameters after
-    every step (``ema_steps``: a one-element step counter shared across epochs)."""
-    ema_steps = ema_steps if ema_steps is not None else [0]
+                rng: np.random.Generator, average: Average | None = None) -> float:
+    """One pass over ``seqs``; with ``average``, updates that running average of the parameters
+    after every step."""
     model.train()
     total, count = 0.0, 0
     gen = torch.Generator().manual_seed(int(rng.integers(2**31))) if cfg.item_mask > 0 else None
@@ -97,20 +96,19 @@ def train_epoch(model: LSTMRecommender, seqs: list[Encoded], opt: torch.optim.Op
             (loss / n).backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             opt.step()
-            _ema_step(model, cfg, ema, ema_steps)
+            if average is not None:
+                average.update()
             state = (state[0].detach(), state[1].detach())
             total, count = total + loss.item(), count + n
     return total / max(count, 1)
 
 
-def _ema_step(model: LSTMRecommender, cfg: TrainConfig, ema: list[torch.Tensor] | None, ema_steps: list[int]) -> None:
-    if ema is not None:
-        # warm-up (decay (1 + t) / (10 + t) until it reaches cfg.ema): the average never
-        # keeps much of the random initial weights, however few steps an epoch has
-        decay = min(cfg.ema, (1.0 + ema_steps[0]) / (10.0 + ema_steps[0]))
-        ema_steps[0] += 1
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1.0 - decay)
+def _average(model: LSTMRecommender, cfg: TrainConfig, seqs: list[Encoded], warm: bool = True) -> Average | None:
+    """The weight average of a run over ``seqs`` (None without EMA); see ``streamrec.model.average``."""
+    if cfg.ema <= 0:
+        return None
+    steps = epoch_steps([len(s) for s in seqs], cfg.batch_size, cfg.max_len)
+    return Average(list(model.parameters()), decay_cap(cfg.ema, cfg.ema_epochs, steps), warm)
 
 
 def transition_table(fit_seqs: list[Encoded], n_items: int, top: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,18 +217,16 @@ def finetune(model: LSTMRecommender, opt: torch.optim.Optimizer, cfg: TrainConfi
     restarts from the current weights and is what the model keeps. Returns history rows."""
     for group in opt.param_groups:
         group["lr"] = lr
-    params = list(model.parameters())
-    ema = [p.detach().clone() for p in params] if cfg.ema > 0 else None
-    ema_steps = [10**6]  # no warm-up: the average starts from trained weights
     seqs = [s for s in seqs if len(s) >= 2]
+    average = _average(model, cfg, seqs, warm=False)  # no warm-up: it starts from trained weights
     rows = []
     for epoch in tqdm(range(1, epochs + 1), desc="finetune", unit="epoch", disable=not progress):
         t0 = time.monotonic()
-        loss = train_epoch(model, seqs, opt, cfg, rng, ema, ema_steps)
+        loss = train_epoch(model, seqs, opt, cfg, rng, average)
         rows.append({"phase": "finetune", "epoch": epoch, "loss": loss, "lr": lr,
                      "seconds": time.monotonic() - t0})
-    if ema is not None:
-        _assign(params, ema)
+    if average is not None:
+        assign(average.params, average.values)
     return rows
 
 
@@ -251,31 +247,30 @@ def _fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encod
     start = time.monotonic()
     bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress)
     params = list(model.parameters())
-    ema = [p.detach().clone() for p in params] if cfg.ema > 0 else None
-    ema_steps = [0]
+    average = _average(model, cfg, seqs)
     for epoch in bar:
         t0 = time.monotonic()
         if cfg.schedule == "cosine":
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
         trail.append(opt.param_groups[0]["lr"])
-        loss = train_epoch(model, seqs, opt, cfg, rng, ema, ema_steps)
-        if ema is not None:  # validate (and keep) the averaged weights
+        loss = train_epoch(model, seqs, opt, cfg, rng, average)
+        if average is not None:  # validate (and keep) the averaged weights
             raw = [p.detach().clone() for p in params]
-            _assign(params, ema)
+            assign(params, average.values)
         metrics = evaluate_model(model, encoded, valid) if len(valid) else {}
         ndcg = metrics.get("NDCG@10", -loss)
         history.append({"epoch": epoch, "loss": loss, "seconds": time.monotonic() - t0, "lr": trail[-1],
                         "lr_path": list(trail),
                         **{f"valid_{k}": v for k, v in metrics.items() if k != "n_targets"}})
-        if ema is not None:
-            _assign(params, raw)
+        if average is not None:
+            assign(params, raw)
         scores.append(ndcg)
         if ndcg > best:
             best, best_trail, flat = ndcg, list(trail), 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if ema is not None:
-                best_state = _with(model, best_state, ema)
+            if average is not None:
+                best_state = _with(model, best_state, average.values)
         else:
             flat += 1
             if (cfg.schedule == "plateau" and cfg.lr_decay < 1.0 and best_state is not None
@@ -284,8 +279,8 @@ def _fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encod
                 if cfg.decay_resume:  # a step too far: resume from the best weights
                     model.load_state_dict(best_state)
                     trail = list(best_trail)
-                    if ema is not None:
-                        _assign(ema, params)
+                    if average is not None:
+                        average.reset()
                 for group in opt.param_groups:  # with a smaller step size
                     group["lr"] *= cfg.lr_decay
         bar.set_postfix(loss=f"{loss:.3f}", ndcg10=f"{metrics.get('NDCG@10', float('nan')):.4f}",
@@ -333,16 +328,14 @@ def refit(model_cfg: LSTMConfig, cfg: TrainConfig, seqs: list[Encoded], lr_path:
     without validation: the path that ``fit`` chose on validation, replayed on more data."""
     model, opt = _new_model(model_cfg, cfg, seqs)
     rng = np.random.default_rng(cfg.seed)
-    params = list(model.parameters())
-    ema = [p.detach().clone() for p in params] if cfg.ema > 0 else None
-    ema_steps = [0]
     seqs = [s for s in seqs if len(s) >= 2]
+    average = _average(model, cfg, seqs)
     for lr in tqdm(lr_path, desc="refit", unit="epoch", disable=not progress):
         for group in opt.param_groups:
             group["lr"] = lr
-        train_epoch(model, seqs, opt, cfg, rng, ema, ema_steps)
-    if ema is not None:
-        _assign(params, ema)
+        train_epoch(model, seqs, opt, cfg, rng, average)
+    if average is not None:
+        assign(average.params, average.values)
     return model.eval()
 
 
@@ -361,11 +354,6 @@ def _new_model(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded],
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     return model, opt
-
-
-def _assign(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
-    with torch.no_grad():
-        torch._foreach_copy_(dst, [s.detach() for s in src])
 
 
 def _with(model: LSTMRecommender, state: dict, values: list[torch.Tensor]) -> dict:
