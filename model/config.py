@@ -37,16 +37,18 @@ class TrainConfig:
     negatives: int = 0  # > 0: sampled softmax in training: each chunk's targets are ranked against
     # this many items drawn uniformly (shared by the chunk's positions) instead of the whole catalog
     # (seen items and the target itself excluded from them); 0: the whole catalog
-    score_block: int = 0  # > 0: a chunk's whole-catalog scores and their loss in blocks of this many rows
-    # (a chunk has up to batch_size x max_len); 0: one block, the figures of every run before it
+    score_block: int = 512  # > 0: a chunk's whole-catalog scores and their loss in blocks of this many rows
+    # (a chunk has up to batch_size x max_len; a [512, 12k] block is faster a row than [3000, 12k]);
+    # 0: one block, the figures of every run before 2026-12-07 to the last digit
     label_smoothing: float = 0.0  # > 0: training targets are (1 - this) on the true next item plus this
     # spread evenly over the items the loss ranks it against (seen items, PAD and OOV get none;
     # with ``negatives``, over the draws that count); 0: off
     ema: float = 0.99  # > 0: validate, keep and return an exponential moving average of the
     # weights (this decay per optimizer step) instead of the last weights
-    ema_epochs: float = 0.0  # > 0: the average's decay settles at 1 - 1 / (this x optimizer steps in an
+    ema_epochs: float = 3.0  # > 0: the average's decay settles at 1 - 1 / (this x optimizer steps in an
     # epoch), a horizon of about this many epochs on a data set of any size, instead of ``ema``
-    # (which must still be > 0: 0 turns the average off); 0: the fixed decay ``ema``
+    # (which must still be > 0: 0 turns the average off); 0: the fixed decay ``ema`` (the default before
+    # 2026-12-07)
 
     def to_dict(self) -> dict:
         return asdict(self)

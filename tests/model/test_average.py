@@ -59,9 +59,9 @@ def test_fit_with_a_horizon_in_epochs_equals_the_fixed_decay_it_stands_for():
     assert steps == 8 and cap == 0.5
     common = dict(epochs=5, patience=5, batch_size=8, lr=1e-2, threads=1, finetune=0)
     runs = [fit(cfg, TrainConfig(**tc, **common), fit_seqs, encoded, valid, progress=False)
-            for tc in ({"ema_epochs": 0.25}, {"ema": cap}, {})]
+            for tc in ({"ema_epochs": 0.25}, {"ema": cap, "ema_epochs": 0}, {"ema_epochs": 0})]
     (by_epochs, h1), (by_decay, h2), (fixed, _) = runs
     assert [h["loss"] for h in h1] == [h["loss"] for h in h2]
     weights = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m, _ in runs]
     assert torch.equal(weights[0], weights[1])
-    assert not torch.allclose(weights[0], weights[2])  # the default 0.99 is another average
+    assert not torch.allclose(weights[0], weights[2])  # the fixed 0.99 is another average
