@@ -57,6 +57,10 @@ class Average:
         """Restart the average from the current parameters (its step count goes on)."""
         assign(self.values, self.params)
 
+    def apply(self) -> None:
+        """Copy the average into the parameters."""
+        assign(self.params, self.values)
+
 
 def assign(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
     with torch.no_grad():

@@ -226,7 +226,7 @@ def finetune(model: LSTMRecommender, opt: torch.optim.Optimizer, cfg: TrainConfi
         rows.append({"phase": "finetune", "epoch": epoch, "loss": loss, "lr": lr,
                      "seconds": time.monotonic() - t0})
     if average is not None:
-        assign(average.params, average.values)
+        average.apply()
     return rows
 
 
@@ -257,7 +257,7 @@ def _fit(model_cfg: LSTMConfig, cfg: TrainConfig, fit_seqs: list[Encoded], encod
         loss = train_epoch(model, seqs, opt, cfg, rng, average)
         if average is not None:  # validate (and keep) the averaged weights
             raw = [p.detach().clone() for p in params]
-            assign(params, average.values)
+            average.apply()
         metrics = evaluate_model(model, encoded, valid) if len(valid) else {}
         ndcg = metrics.get("NDCG@10", -loss)
         history.append({"epoch": epoch, "loss": loss, "seconds": time.monotonic() - t0, "lr": trail[-1],
@@ -335,7 +335,7 @@ def refit(model_cfg: LSTMConfig, cfg: TrainConfig, seqs: list[Encoded], lr_path:
             group["lr"] = lr
         train_epoch(model, seqs, opt, cfg, rng, average)
     if average is not None:
-        assign(average.params, average.values)
+        average.apply()
     return model.eval()
 
 

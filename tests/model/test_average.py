@@ -50,6 +50,8 @@ def test_average_warms_up_or_starts_at_its_cap():
     assert torch.allclose(cold.values[0], torch.full((3,), 0.1))  # decay 0.9 straight away
     cold.reset()
     assert torch.equal(cold.values[0], p) and cold.values[0] is not p
+    warm.apply()  # the parameters take the average's values
+    assert torch.allclose(p, torch.full((3,), 0.9))
 
 
 def test_fit_with_a_horizon_in_epochs_equals_the_fixed_decay_it_stands_for():
