@@ -44,7 +44,7 @@ class TrainConfig:
     # spread evenly over the items the loss ranks it against (seen items, PAD and OOV get none;
     # with ``negatives``, over the draws that count); 0: off
     ema: float = 0.99  # > 0: validate, keep and return an exponential moving average of the
-    # weights (this decay per optimizer step) instead of the last weights
+    # weights instead of the last weights (with ``ema_epochs`` 0: this decay per optimizer step)
     ema_epochs: float = 3.0  # > 0: the average's decay settles at 1 - 1 / (this x optimizer steps in an
     # epoch), a horizon of about this many epochs on a data set of any size, instead of ``ema``
     # (which must still be > 0: 0 turns the average off); 0: the fixed decay ``ema`` (the default before
