@@ -105,8 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "catalog (default 0: the whole catalog). For large catalogs: on Beauty (12k items) 1,024 "
                         "made an epoch 4.3x faster and validation NDCG@10 5%% lower; not with --transitions")
     t.add_argument("--score-block", type=int, default=d.score_block, metavar="ROWS",
-                   help="compute each chunk's whole-catalog scores and loss in blocks of ROWS rows (0: one block, "
-                        f"the figures before it to the last digit; default {d.score_block}). On Beauty (12k items, "
+                   help="compute each chunk's whole-catalog scores and loss in blocks of ROWS rows (0: one block; "
+                        f"with --ema-epochs 0 too, the figures of earlier runs to the last digit; default {d.score_block}). On Beauty (12k items, "
                         "2 threads) 512 made an epoch about 20%% faster; the loss differs by float rounding, and the "
                         "figures on Beauty, ml-100k and yoochoose moved by at most 0.0002 NDCG@10")
     t.add_argument("--seed", type=int, default=d.seed, help="random seed (default 0)")

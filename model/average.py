@@ -3,23 +3,11 @@
 Its decay per optimizer step warms up as (1 + t) / (10 + t) after t steps, so the average never keeps
 much of the random initial weights however few steps an epoch has, and stops at a cap: a fixed decay
 (``TrainConfig.ema``), or a horizon counted in epochs (``TrainConfig.ema_epochs``), which spans the same
-share of training on a data set of any size.
+share of training on a data set of any size (its steps per epoch: ``model/train.py`` ``epoch_steps``).
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
 import torch
-
-
-def epoch_steps(lengths: Sequence[int], batch_size: int, max_len: int) -> int:
-    """Optimizer steps in one training epoch over sequences of these lengths: users sorted by length
-    in batches of ``batch_size`` (as training groups them), one step per ``max_len`` chunk of a
-    batch's longest sequence (sequences shorter than 2 are not trained on)."""
-    lens = sorted(n for n in lengths if n >= 2)
-    return sum(math.ceil((lens[min(i + batch_size, len(lens)) - 1] - 1) / max_len)
-               for i in range(0, len(lens), batch_size))
 
 
 def decay_cap(ema: float, ema_epochs: float, steps_per_epoch: int) -> float:

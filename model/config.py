@@ -39,7 +39,7 @@ class TrainConfig:
     # (seen items and the target itself excluded from them); 0: the whole catalog
     score_block: int = 512  # > 0: a chunk's whole-catalog scores and their loss in blocks of this many rows
     # (a chunk has up to batch_size x max_len; a [512, 12k] block is faster a row than [3000, 12k]);
-    # 0: one block, the figures of every run before 2026-12-07 to the last digit
+    # 0: one block (with ``ema_epochs`` 0 as well: the figures of every run before 2026-12-07 to the last digit)
     label_smoothing: float = 0.0  # > 0: training targets are (1 - this) on the true next item plus this
     # spread evenly over the items the loss ranks it against (seen items, PAD and OOV get none;
     # with ``negatives``, over the draws that count); 0: off

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from streamrec.model.average import Average, assign, decay_cap, epoch_steps
+from streamrec.model.average import Average, assign, decay_cap
 from streamrec.model.encode import Encoded, TargetSet, last_items
 from streamrec.model.evaluate import evaluate_scorer
 from streamrec.model.config import TrainConfig
@@ -31,6 +31,15 @@ def _batches(seqs: list[Encoded], batch_size: int, rng: np.random.Generator) -> 
     batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def epoch_steps(seqs: list[Encoded], batch_size: int, max_len: int) -> int:
+    """Optimizer steps in one ``train_epoch`` over ``seqs`` (those of 2 events or more): one per ``max_len``
+    chunk of each batch's longest sequence, the batches grouped as ``_batches`` groups them (their order
+    and ties do not change the count). A chunk with no target to learn takes no step but is counted."""
+    seqs = [s for s in seqs if len(s) >= 2]
+    return sum(math.ceil((max(len(seqs[r]) for r in rows) - 1) / max_len)
+               for rows in _batches(seqs, batch_size, np.random.default_rng(0)))
 
 
 def _pad(seqs: list[Encoded], rows: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -107,7 +116,7 @@ def _average(model: LSTMRecommender, cfg: TrainConfig, seqs: list[Encoded], warm
     """The weight average of a run over ``seqs`` (None without EMA); see ``streamrec.model.average``."""
     if cfg.ema <= 0:
         return None
-    steps = epoch_steps([len(s) for s in seqs], cfg.batch_size, cfg.max_len)
+    steps = epoch_steps(seqs, cfg.batch_size, cfg.max_len)
     return Average(list(model.parameters()), decay_cap(cfg.ema, cfg.ema_epochs, steps), warm)
 
 

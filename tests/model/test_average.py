@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from streamrec.model.average import Average, decay_cap, epoch_steps, warm_decay
+from streamrec.model.average import Average, decay_cap, warm_decay
 from streamrec.model.config import TrainConfig
 from streamrec.model.encode import Encoded
 from streamrec.model.lstm import LSTMConfig, LSTMRecommender
-from streamrec.model.train import fit, train_epoch
+from streamrec.model.train import epoch_steps, fit, train_epoch
 from tests.model.test_train import _toy_fit
 
 
@@ -23,14 +23,15 @@ def _seqs(lengths: list[int], seed: int = 0) -> list[Encoded]:
 @pytest.mark.parametrize("batch_size,max_len", [(4, 5), (3, 50), (16, 7)])
 def test_epoch_steps_counts_the_optimizer_steps_an_epoch_takes(batch_size, max_len):
     lengths = [1, 2, 2, 3, 5, 6, 6, 9, 11, 12, 17, 23, 4, 8, 30, 2]  # one too short to train on
-    seqs = [s for s in _seqs(lengths) if len(s) >= 2]
+    every = _seqs(lengths)
+    seqs = [s for s in every if len(s) >= 2]
     model = LSTMRecommender(LSTMConfig(n_items=30, n_event_types=3, dim=8, hidden=8, dropout=0.0))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     steps = [0]
     opt.register_step_post_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
     cfg = TrainConfig(batch_size=batch_size, max_len=max_len, item_mask=0.0, threads=1)
     train_epoch(model, seqs, opt, cfg, np.random.default_rng(1))
-    assert steps[0] == epoch_steps(lengths, batch_size, max_len)
+    assert steps[0] == epoch_steps(every, batch_size, max_len)
 
 
 def test_decay_cap_is_a_horizon_in_epochs_or_the_fixed_decay():
@@ -56,7 +57,7 @@ def test_average_warms_up_or_starts_at_its_cap():
 
 def test_fit_with_a_horizon_in_epochs_equals_the_fixed_decay_it_stands_for():
     _, encoded, fit_seqs, valid, cfg = _toy_fit()
-    steps = epoch_steps([len(s) for s in fit_seqs], 8, 50)
+    steps = epoch_steps(fit_seqs, 8, 50)
     cap = decay_cap(0.99, 0.25, steps)  # a quarter of an epoch: the cap binds in the first epochs
     assert steps == 8 and cap == 0.5
     common = dict(epochs=5, patience=5, batch_size=8, lr=1e-2, threads=1, finetune=0)
