@@ -163,6 +163,17 @@ def csv_flags(events: list, path: Path) -> list[str]:
     return ["--data", str(write_csv(events, path)), "--format", "csv", "--columns", CSV_COLUMNS]
 
 
+def broker_config(pairs: list[str]) -> dict[str, str]:
+    """``--broker-config KEY=VALUE`` entries as a dict (``start_broker(extra_config=...)``)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--broker-config {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def describe(events: list) -> dict:
     return {"events": len(events), "users": len({e.user_id for e in events}),
             "items": len({e.item_id for e in events}), "event_types": dict(Counter(e.event_type for e in events))}
@@ -498,6 +509,9 @@ def options() -> argparse.ArgumentParser:
                    help="librdkafka's linger.ms for the paced generator (default 0: each record sent at once; "
                         "librdkafka's own default is 5: fewer, larger requests for the broker on the same cores; "
                         "the wait counts in the latency)")
+    r.add_argument("--broker-config", action="append", default=[], metavar="KEY=VALUE",
+                   help="a server.properties entry for the benchmark's broker, over streamrec's defaults "
+                        "(repeatable; e.g. log.index.size.max.bytes=10485760, Kafka's own default)")
     r.add_argument("--slice", type=int, default=60_000, help="events per latency run at most (default 60000)")
     r.add_argument("--rate-seconds", type=float, default=60.0,
                    help="events per latency run = rate x this, at least 1000 (default 60: runs of ~60 s)")
@@ -579,7 +593,7 @@ def main() -> int:
         from streamrec.streams.broker import start_broker
 
         broker = start_broker(name="bench-streaming", data_dir=work / "kafka", die_with_parent=True,
-                              record_state=False)
+                              record_state=False, extra_config=broker_config(a.broker_config))
         doc["broker"] = broker.bootstrap
         say(f"  broker at {broker.bootstrap}")
         tag = time.strftime("%H%M%S")
