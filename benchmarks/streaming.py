@@ -163,17 +163,6 @@ def csv_flags(events: list, path: Path) -> list[str]:
     return ["--data", str(write_csv(events, path)), "--format", "csv", "--columns", CSV_COLUMNS]
 
 
-def broker_config(pairs: list[str]) -> dict[str, str]:
-    """``--broker-config KEY=VALUE`` entries as a dict (``start_broker(extra_config=...)``)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise SystemExit(f"--broker-config {pair!r}: expected KEY=VALUE")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def describe(events: list) -> dict:
     return {"events": len(events), "users": len({e.user_id for e in events}),
             "items": len({e.item_id for e in events}), "event_types": dict(Counter(e.event_type for e in events))}
@@ -509,9 +498,13 @@ def options() -> argparse.ArgumentParser:
                    help="librdkafka's linger.ms for the paced generator (default 0: each record sent at once; "
                         "librdkafka's own default is 5: fewer, larger requests for the broker on the same cores; "
                         "the wait counts in the latency)")
+    r.add_argument("--cold-producer", action="store_true",
+                   help="the paced generator offers its first record before it has connected and read the "
+                        "topics' metadata (the runs before 2026-12-07: its start-up then counts in the latency)")
     r.add_argument("--broker-config", action="append", default=[], metavar="KEY=VALUE",
                    help="a server.properties entry for the benchmark's broker, over streamrec's defaults "
-                        "(repeatable; e.g. log.index.size.max.bytes=10485760, Kafka's own default)")
+                        "(repeatable; e.g. log.index.size.max.bytes=10485760, Kafka's own default; "
+                        "streamrec sets 262144)")
     r.add_argument("--slice", type=int, default=60_000, help="events per latency run at most (default 60000)")
     r.add_argument("--rate-seconds", type=float, default=60.0,
                    help="events per latency run = rate x this, at least 1000 (default 60: runs of ~60 s)")
@@ -554,6 +547,12 @@ def main() -> int:
         ap.error("--data and --format go together")
     if a.large_source == "beauty" and not BEAUTY.exists() and not a.no_large:
         ap.error(f"{BEAUTY} not found: pass --large-source synthetic or --no-large")
+    from streamrec.streams.kafka_dist import parse_overrides
+
+    try:
+        a.broker_overrides = parse_overrides(a.broker_config)
+    except ValueError as exc:
+        ap.error(f"--broker-config {exc}")
 
     work = Path(a.workdir).resolve() if a.workdir else Path(tempfile.mkdtemp(prefix="streamrec-bench-streaming-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -593,8 +592,10 @@ def main() -> int:
         from streamrec.streams.broker import start_broker
 
         broker = start_broker(name="bench-streaming", data_dir=work / "kafka", die_with_parent=True,
-                              record_state=False, extra_config=broker_config(a.broker_config))
+                              record_state=False, extra_config=a.broker_overrides)
         doc["broker"] = broker.bootstrap
+        doc["broker_properties"] = dict(line.split("=", 1) for line in broker.properties.read_text().splitlines()
+                                        if "=" in line and not line.startswith("#"))
         say(f"  broker at {broker.bootstrap}")
         tag = time.strftime("%H%M%S")
         bench = Bench(a, work, procs, broker.bootstrap, bundle_dir, tag=tag)

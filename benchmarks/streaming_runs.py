@@ -377,7 +377,8 @@ class Bench:
         if rate is not None and events is not None:
             summary = paced_produce(self.brokers, self.topic(label, "clicks"), self.topic(label, "browses"), events, rate,
                                     producer=getattr(self.a, "producer", "librdkafka"),
-                                    linger_ms=getattr(self.a, "producer_linger_ms", 0))
+                                    linger_ms=getattr(self.a, "producer_linger_ms", 0),
+                                    warm=not getattr(self.a, "cold_producer", False))
             say(f"  paced producer: {summary['sent']:,} events sent in {summary['seconds']:.1f} s "
                 f"({summary['rate']:,.0f} events/s offered)")
         else:
@@ -426,7 +427,7 @@ def fmt(x, spec: str = ",.0f") -> str:
 
 
 def paced_produce(brokers: str, clicks: str, browses: str, events: list, rate: float, producer: str = "librdkafka",
-                  linger_ms: int = 0) -> dict:
+                  linger_ms: int = 0, warm: bool = True) -> dict:
     """Offer ``events`` (the replay's messages: ``streams.replay_plan.plan``, same keys, values and event ids)
     at ``rate`` events/s, acks=all, no linger by default: a load generator that costs the machine little, so
     the latency runs measure the worker rather than the producer beside it on the same 2 cores.
@@ -438,12 +439,17 @@ def paced_produce(brokers: str, clicks: str, browses: str, events: list, rate: f
     is handed over when its time comes and librdkafka sends what has queued in one request, as a real
     client does; its C threads cost ~0.1 core at 6,000 events/s. ``aiokafka``: one Python ``send`` per
     record, as the earlier runs (~0.3 core at that rate, and the broker serves more, smaller requests).
-    Either way the record's timestamp (the producer's clock when it was handed over) starts its latency."""
+    Either way the record's timestamp (the producer's clock when it was handed over) starts its latency.
+
+    ``warm`` (the default; ``--cold-producer`` turns it off): before the first record, the producer connects
+    and reads both topics' metadata, as a long-lived production client has; otherwise the first records wait
+    in it for that (librdkafka's first metadata took 3-64 ms here), which is the load generator's start, not
+    the worker's latency. Every record still counts, from its hand-over."""
     from streamrec.streams.replay_plan import Topics, plan
 
     messages = plan(events, Topics(clicks=clicks, browses=browses))
     if producer == "aiokafka":
-        return _paced_aiokafka(brokers, messages, rate)
+        return _paced_aiokafka(brokers, messages, rate, (clicks, browses) if warm else ())
     from confluent_kafka import Producer
 
     # murmur2_random: the Java client's partitioner (librdkafka's default, CRC32, would put keys on other
@@ -456,6 +462,12 @@ def paced_produce(brokers: str, clicks: str, browses: str, events: list, rate: f
         if err is not None:
             failures.append(err)
 
+    warm_ms = None
+    if warm:
+        t = time.monotonic()
+        for topic in (clicks, browses):
+            p.list_topics(topic, timeout=30)
+        warm_ms = round((time.monotonic() - t) * 1000, 1)
     t0 = time.monotonic()
     for i, m in enumerate(messages):
         p.produce(m.topic, m.value, m.key, on_delivery=delivered)
@@ -466,11 +478,11 @@ def paced_produce(brokers: str, clicks: str, browses: str, events: list, rate: f
     seconds = time.monotonic() - t0
     left = p.flush(120)
     return {"producer": "librdkafka (confluent-kafka; benchmarks/streaming_runs.py paced_produce)", "linger_ms": linger_ms,
-            "events": len(messages), "sent": len(messages) - len(failures) - left, "failures": len(failures) + left,
+            "warm_metadata_ms": warm_ms, "events": len(messages), "sent": len(messages) - len(failures) - left, "failures": len(failures) + left,
             "seconds": round(seconds, 2), "rate": len(messages) / seconds if seconds else None, "order": "none"}
 
 
-def _paced_aiokafka(brokers: str, messages: list, rate: float) -> dict:
+def _paced_aiokafka(brokers: str, messages: list, rate: float, warm_topics: tuple[str, ...]) -> dict:
     import asyncio
 
     from aiokafka import AIOKafkaProducer
@@ -478,6 +490,8 @@ def _paced_aiokafka(brokers: str, messages: list, rate: float) -> dict:
     async def main() -> dict:
         producer = AIOKafkaProducer(bootstrap_servers=brokers, linger_ms=0, acks="all")
         await producer.start()
+        for topic in warm_topics:  # their metadata before the first record (see paced_produce's warm)
+            await producer.partitions_for(topic)
         loop = asyncio.get_running_loop()
         futures = []
         t0 = loop.time()

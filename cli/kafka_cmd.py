@@ -25,6 +25,7 @@ needs `java` (17+) and `mvn` on PATH; the first start downloads the jars once (l
 examples:
   BROKERS=$(streamrec kafka start)          one broker on a free port
   streamrec kafka start --port 9092 --brokers-count 3 --name eos
+  streamrec kafka start --override log.retention.hours=24 --override log.index.size.max.bytes=10485760
   streamrec kafka status --name eos
   streamrec kafka stop --name eos
 """
@@ -47,6 +48,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--version", dest="kafka_version", default=None,
                         help=f"Kafka version (env STREAMREC_KAFKA_VERSION; default {DEFAULT_VERSION})")
     parser.add_argument("--partitions", type=int, default=8, help="default partitions of auto-created topics (default 8)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="start: a server.properties entry over streamrec's defaults (repeatable, as Kafka's own "
+                             "--override). Among those defaults: log.index.size.max.bytes=262144 (Kafka's is 10 MiB: "
+                             "a fresh partition's first index entry then stalls produce requests while the kernel "
+                             "reads ahead into the index's map)")
     parser.add_argument("--fresh", action="store_true", help="start: delete the data of a previous run of NAME first")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the broker to serve (default 120)")
     parser.set_defaults(func=run)
@@ -90,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if current is not None:  # stale state of a crashed run (or a partial cluster): clean it up
         current.stop(timeout=10.0)
+    try:
+        overrides = kb.parse_overrides(args.override)
+    except ValueError as exc:
+        raise CliError(f"--override {exc}") from None
     data_dir = args.data_dir.resolve() if args.data_dir else None
     if args.fresh:
         target = data_dir or kb.streamrec_home() / "kafka-run" / args.name
@@ -99,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cluster = kb.start_cluster(args.brokers, port=args.port, data_dir=data_dir, name=args.name,
                                    version=args.kafka_version, partitions=args.partitions,
-                                   timeout=args.timeout, progress=_say)
+                                   timeout=args.timeout, extra_config=overrides, progress=_say)
     except kb.BrokerError as exc:
         raise CliError(str(exc)) from None
     except ValueError as exc:  # e.g. a non-numeric STREAMREC_KAFKA_PORT

@@ -37,6 +37,7 @@ from streamrec.streams.kafka_dist import (
     format_storage,
     kafka_version,
     log_config_flag,
+    parse_overrides,
     provision,
     random_cluster_id,
     require_tool,
@@ -47,7 +48,7 @@ from streamrec.streams.kafka_dist import (
 )
 
 __all__ = ["DEFAULT_VERSION", "Broker", "BrokerError", "Cluster", "free_port", "free_ports", "kafka_version", "load", "metadata",
-           "provision", "start_broker", "start_cluster", "state_file", "streamrec_home"]
+           "parse_overrides", "provision", "start_broker", "start_cluster", "state_file", "streamrec_home"]
 HOST = "127.0.0.1"
 _LIBC = ctypes.CDLL(None, use_errno=True)
 

@@ -20,6 +20,12 @@ from pathlib import Path
 DEFAULT_VERSION = "3.9.1"  # the 3.9 line still speaks every protocol version kafka-python and aiokafka use
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies"
 LOG_PATTERN = "[%d] %p %m (%c)%n"
+# Kafka's default is 10 MiB per offset index and per time index.  A partition creates both lazily, with
+# its first index entry (after ~4 KiB of records), and the first touch of the sparse mmap reads the
+# block device's readahead window (8 MiB on this project's VMs) into the page cache: on a fresh topic
+# of 8 partitions that held every produce request to the broker for 20-40 ms.  256 KiB holds 32,768
+# offsets (>= 128 MiB of log per segment; a full index rolls the segment) and keeps that first touch small.
+INDEX_MAX_BYTES = 256 * 1024
 
 
 class BrokerError(RuntimeError):
@@ -115,8 +121,22 @@ def server_properties(node_id: int, host: str, port: int, controller_port: int, 
         "offsets.topic.replication.factor": rf, "offsets.topic.num.partitions": "8",
         "transaction.state.log.replication.factor": rf, "transaction.state.log.min.isr": isr,
         "transaction.state.log.num.partitions": "8", "default.replication.factor": rf, "min.insync.replicas": isr,
-        "group.initial.rebalance.delay.ms": "0",
+        "group.initial.rebalance.delay.ms": "0", "log.index.size.max.bytes": str(INDEX_MAX_BYTES),
     }
+
+
+def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` (``streamrec kafka start --override``) as server.properties entries.
+
+    ValueError names the first entry that is not ``KEY=VALUE`` with a non-empty key.
+    """
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or any(c.isspace() for c in key.strip()):
+            raise ValueError(f"{pair!r} is not KEY=VALUE (a server.properties entry, e.g. log.retention.hours=24)")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def write_node_config(node_dir: Path, props: dict[str, str], version: str, log_path: Path) -> None:

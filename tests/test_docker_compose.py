@@ -246,3 +246,18 @@ def test_promtool_accepts_the_prometheus_config() -> None:
                          timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "SUCCESS" in run.stdout + run.stderr
+
+
+def test_compose_broker_shares_the_local_brokers_settings() -> None:
+    """The settings the compose broker and ``streamrec kafka start`` both set agree (the image maps
+    ``KAFKA_A_B_C`` to ``a.b.c``), the small index of streams/kafka_dist.py included."""
+    from streamrec.streams.kafka_dist import server_properties
+
+    env = services()["kafka"]["environment"]
+    local = server_properties(1, "127.0.0.1", 9092, 9093, "1@127.0.0.1:9093", Path("/data"))
+    where = {"listeners", "advertised.listeners", "listener.security.protocol.map", "controller.quorum.voters", "log.dirs"}
+    shared = {key: value for key, value in local.items()
+              if key not in where and "KAFKA_" + key.upper().replace(".", "_") in env}
+    assert {"num.partitions", "group.initial.rebalance.delay.ms", "log.index.size.max.bytes"} <= shared.keys()
+    for key, value in shared.items():
+        assert str(env["KAFKA_" + key.upper().replace(".", "_")]) == value, key

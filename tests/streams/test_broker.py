@@ -166,9 +166,12 @@ def test_cli_start_status_stop(kafka_broker: kb.Broker, tmp_path: Path) -> None:
     # Reuse the jar cache the fixture already provisioned: no second download.
     (home / kafka_broker.libs.parent.name).symlink_to(kafka_broker.libs.parent)
     name = f"test-{uuid.uuid4().hex[:6]}"
-    started = _cli(home, "start", "--name", name, "--version", kafka_broker.version)
+    started = _cli(home, "start", "--name", name, "--version", kafka_broker.version,
+                   "--override", "log.retention.hours=24", "--override", "log.index.size.max.bytes=131072")
     try:
         assert started.returncode == 0, started.stderr
+        props = (home / "kafka-run" / name / "node-1" / "server.properties").read_text().splitlines()
+        assert "log.retention.hours=24" in props and "log.index.size.max.bytes=131072" in props  # over the default
         bootstrap = started.stdout.strip().splitlines()[-1]
         state = json.loads((home / "kafka-run" / name / "state.json").read_text())
         assert state["bootstrap"] == bootstrap and bootstrap.startswith("127.0.0.1:")
@@ -218,6 +221,37 @@ def test_cluster3_replication_and_acks_all(kafka_cluster3: kb.Cluster) -> None:
     consumer = KafkaConsumer(bootstrap_servers=kafka_cluster3.bootstrap)
     assert sum(consumer.end_offsets([TopicPartition(topic, p) for p in range(3)]).values()) == 31
     consumer.close()
+
+
+def test_cli_rejects_a_malformed_override(tmp_path: Path) -> None:
+    bad = _cli(tmp_path, "start", "--name", "never", "--override", "log.retention.hours")
+    assert bad.returncode != 0 and "--override 'log.retention.hours' is not KEY=VALUE" in bad.stderr
+    assert not (tmp_path / "kafka-run" / "never").exists()  # nothing was provisioned or started
+
+
+def test_parse_overrides() -> None:
+    assert kb.parse_overrides(["a.b=1", " c = x=y ", "d="]) == {"a.b": "1", "c": "x=y", "d": ""}
+    for bad in ("a", "=1", "a b=1"):
+        with pytest.raises(ValueError, match="is not KEY=VALUE"):
+            kb.parse_overrides([bad])
+
+
+def test_fresh_partitions_get_small_indexes(kafka_broker: kb.Broker) -> None:
+    """The broker's indexes are 256 KiB, not Kafka's 10 MiB: a fresh partition's first index entry (after ~4 KiB
+    of records) maps them, and touching a 10 MiB sparse map read the readahead window in, stalling produces."""
+    topic = _topic("index")
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+    for _ in range(10):  # batches of ~2.5 KiB: the index gets its first entry at the batch after 4 KiB
+        for _ in range(20):
+            producer.send(topic, value=b"x" * 100, partition=0)
+        producer.flush(timeout=30)
+    producer.close()
+    folder = kafka_broker.data_dir / "data" / f"{topic}-0"
+    deadline = time.monotonic() + 10
+    while not list(folder.glob("*.index")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sizes = {p.suffix: p.stat().st_size for p in folder.iterdir() if p.suffix in (".index", ".timeindex")}
+    assert sizes == {".index": 256 * 1024, ".timeindex": 256 * 1024 // 12 * 12}, sizes
 
 
 def test_free_ports_are_distinct() -> None:
