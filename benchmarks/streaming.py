@@ -441,7 +441,7 @@ def measure(s: Session, bench: Bench, sec: dict, events: list, flags: list[str],
     s.save()
 
 
-def large(s: Session, brokers: str, procs: Processes, tag: str) -> None:
+def large(s: Session, brokers: str, procs: Processes, tag: str, broker_pid: int | None = None) -> None:
     """The same figures for a Beauty-sized bundle (about 12,000 items)."""
     a = s.a
     sec = s.doc["large"] = {"name": "large"}
@@ -460,7 +460,7 @@ def large(s: Session, brokers: str, procs: Processes, tag: str) -> None:
     say(f"  {sec['bundle']['model_version']}: {sec['bundle']['n_items']:,} items "
         f"({info.get('train_seconds', 0)} s training)")
     s.save()
-    bench = Bench(a, s.work, procs, brokers, bundle_dir, tag=f"{tag}-big")
+    bench = Bench(a, s.work, procs, brokers, bundle_dir, tag=f"{tag}-big", broker_pid=broker_pid)
     measure(s, bench, sec, events, flags, a.large_guarantees or a.guarantees, a.large_rates, None,
             first_users if a.large_source == "beauty" else first_events)
     sec["seconds"] = round(time.monotonic() - t0, 1)
@@ -598,12 +598,12 @@ def main() -> int:
                                         if "=" in line and not line.startswith("#"))
         say(f"  broker at {broker.bootstrap}")
         tag = time.strftime("%H%M%S")
-        bench = Bench(a, work, procs, broker.bootstrap, bundle_dir, tag=tag)
+        bench = Bench(a, work, procs, broker.bootstrap, bundle_dir, tag=tag, broker_pid=broker.pid)
         doc["worker_flags"] = bench.worker_flags()
         measure(s, bench, sec, events, data_flags, a.guarantees, a.rates, None if a.no_recovery else events)
         if not a.no_large:
             try:
-                large(s, broker.bootstrap, procs, tag)
+                large(s, broker.bootstrap, procs, tag, broker.pid)
             except Exception as exc:  # noqa: BLE001
                 s.failed("large", exc)
     except KeyboardInterrupt:

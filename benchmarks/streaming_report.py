@@ -57,7 +57,7 @@ def latency_lines(sec: dict) -> list[str]:
     lines = [f"latency at fixed offered rates ({fr['guarantee']}, offered by a paced producer while the worker runs; shares of "
              f"{fmt(fr['max_events_per_s'])} events/s), produce -> publish",
              f"{'rate':>13}{'target/s':>10}{'events':>8}{'offered/s':>11}{'through/s':>11}{'p50 ms':>9}{'p95 ms':>9}"
-             f"{'p99 ms':>9}{'max ms':>9}{'batch':>7}  complete"]
+             f"{'p99 ms':>9}{'max ms':>9}{'batch':>7}  complete  cores: worker/broker/generator"]
     for r in fr["runs"]:
         lat = r["latency_ms"]
         what = f"{r['share']:.0%} of max" if r.get("share") is not None else "fixed"
@@ -65,8 +65,16 @@ def latency_lines(sec: dict) -> list[str]:
         lines.append(f"{what:>13}{fmt(r['offered_rate_target']):>10}{fmt(r.get('slice_events'), ',d'):>8}"
                      f"{fmt(r['replay']['rate']):>11}{fmt(r['events_per_s']):>11}{fmt(lat.get('p50'), ',.1f'):>9}"
                      f"{fmt(lat.get('p95'), ',.1f'):>9}{fmt(lat.get('p99'), ',.1f'):>9}{fmt(lat.get('max'), ',.0f'):>9}"
-                     f"{('<=' + str(b.get('median_event_bucket')) if b.get('reported') else '1?'):>7}  {r['complete']}")
+                     f"{('<=' + str(b.get('median_event_bucket')) if b.get('reported') else '1?'):>7}  {r['complete']!s:<8}"
+                     f"  {_cores(r.get('cpu_cores'))}")
     return lines
+
+
+def _cores(c: dict | None) -> str:
+    """``cpu_cores`` of a live run (benchmarks/streaming_runs.py) as 0.91/0.74/0.12 (absent in older results)."""
+    if not c:
+        return "-"
+    return "/".join(fmt(c.get(k), ".2f") for k in ("worker", "broker", "generator"))
 
 
 def concurrent_lines(sec: dict) -> list[str]:

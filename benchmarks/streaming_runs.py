@@ -59,6 +59,16 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_cores(pids: dict[str, int | None], before: dict[str, float | None], seconds: float) -> dict:
+    """Cores each process took since ``before`` (its CPU seconds then) over ``seconds`` of wall clock: the
+    worker, the broker and this process (the paced generator's producer threads), while a live run went."""
+    out: dict = {"seconds": round(seconds, 2)}
+    for name, pid in pids.items():
+        now = cpu_seconds(pid) if pid else None
+        out[name] = None if now is None or before.get(name) is None else round((now - before[name]) / seconds, 3)
+    return out
+
+
 class Processes(SharedProcesses):
     """Children with their output in LOGS/NAME.out (see cli/processes.py)."""
 
@@ -216,9 +226,10 @@ class Bench:
     """The broker, a bundle, and runs against them (labels must be unique within a session)."""
 
     def __init__(self, a: argparse.Namespace, work: Path, procs: Processes, brokers: str, bundle_dir: Path,
-                 tag: str | None = None):
+                 tag: str | None = None, broker_pid: int | None = None):
         self.a, self.work, self.procs, self.brokers, self.bundle_dir = a, work, procs, brokers, bundle_dir
         self.tag = tag or time.strftime("%H%M%S")
+        self.broker_pid = broker_pid  # for the CPU each live run took (None: not measured)
 
     def topics(self, label: str) -> list[str]:
         base = f"bench-{self.tag}-{label}"
@@ -374,6 +385,8 @@ class Bench:
     def _live(self, label, guarantee, data_flags, rate, worker, port, ready_s, la, events=None) -> dict:
         say(f"  worker ready in {ready_s:.1f} s (web port {port})")
         report_path = self.work / f"live-{label}.json"
+        pids = {"worker": worker.pid, "broker": self.broker_pid, "generator": os.getpid()}
+        cpu0, wall0 = {k: cpu_seconds(p) if p else None for k, p in pids.items()}, time.monotonic()
         if rate is not None and events is not None:
             summary = paced_produce(self.brokers, self.topic(label, "clicks"), self.topic(label, "browses"), events, rate,
                                     producer=getattr(self.a, "producer", "librdkafka"),
@@ -384,6 +397,7 @@ class Bench:
         else:
             summary, _ = self.replay(label, data_flags, rate)
         self._wait_drained(worker, port, summary["sent"])
+        cpu = cpu_cores(pids, cpu0, time.monotonic() - wall0)
         # evaluate-live reads the topics from the beginning and takes every time from Kafka's record timestamps,
         # so it reads after the run: while the run goes, the worker shares the 2 cores with the broker and the
         # replay only, not with a third Python process.
@@ -413,7 +427,7 @@ class Bench:
                "batch_sizes": batch_histogram(h), "worker_counts": h.get("counts", {}),
                "worker_rejected": h.get("rejected", {}), "worker_health": h, "app_id": self.app_id(label),
                "worker_flags": self.worker_flags(), "loadavg_before": la, "loadavg_after": loadavg(),
-               "evaluate_live_exit": live.returncode}
+               "evaluate_live_exit": live.returncode, "cpu_cores": cpu}
         say(f"  {thr.get('outputs', 0):,} recommendations, {fmt(thr.get('events_per_s'))} events/s end to end, "
             f"latency p50 {fmt(lat.get('p50'))} / p95 {fmt(lat.get('p95'))} / p99 {fmt(lat.get('p99'))} ms; "
             f"complete={report['complete']}, duplicates={counts.get('duplicates')}, load {res['loadavg_after']}")
