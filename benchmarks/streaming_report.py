@@ -57,7 +57,7 @@ def latency_lines(sec: dict) -> list[str]:
     lines = [f"latency at fixed offered rates ({fr['guarantee']}, offered by a paced producer while the worker runs; shares of "
              f"{fmt(fr['max_events_per_s'])} events/s), produce -> publish",
              f"{'rate':>13}{'target/s':>10}{'events':>8}{'offered/s':>11}{'through/s':>11}{'p50 ms':>9}{'p95 ms':>9}"
-             f"{'p99 ms':>9}{'max ms':>9}{'batch':>7}  complete  cores: worker/broker/generator"]
+             f"{'p99 ms':>9}{'max ms':>9}{'batch':>7}  complete  cores: worker/broker/generator, steal"]
     for r in fr["runs"]:
         lat = r["latency_ms"]
         what = f"{r['share']:.0%} of max" if r.get("share") is not None else "fixed"
@@ -74,7 +74,8 @@ def _cores(c: dict | None) -> str:
     """``cpu_cores`` of a live run (benchmarks/streaming_runs.py) as 0.91/0.74/0.12 (absent in older results)."""
     if not c:
         return "-"
-    return "/".join(fmt(c.get(k), ".2f") for k in ("worker", "broker", "generator"))
+    steal = f", {fmt(c['steal_share'], '.0%')}" if c.get("steal_share") is not None else ""
+    return "/".join(fmt(c.get(k), ".2f") for k in ("worker", "broker", "generator")) + steal
 
 
 def concurrent_lines(sec: dict) -> list[str]:

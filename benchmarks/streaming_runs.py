@@ -59,10 +59,24 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_cores(pids: dict[str, int | None], before: dict[str, float | None], seconds: float) -> dict:
+def machine_ticks() -> tuple[int, int] | None:
+    """(steal, all) clock ticks of the machine's CPUs so far (/proc/stat's first line; None where absent)."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return ticks[7], sum(ticks)
+
+
+def cpu_cores(pids: dict[str, int | None], before: dict[str, float | None], seconds: float,
+              ticks_before: tuple[int, int] | None = None) -> dict:
     """Cores each process took since ``before`` (its CPU seconds then) over ``seconds`` of wall clock: the
-    worker, the broker and this process (the paced generator's producer threads), while a live run went."""
+    worker, the broker and this process (the paced generator's producer threads), while a live run went;
+    with ``ticks_before`` (``machine_ticks()`` then), the share of the machine's time the hypervisor stole."""
     out: dict = {"seconds": round(seconds, 2)}
+    now_ticks = machine_ticks()
+    if ticks_before and now_ticks and now_ticks[1] > ticks_before[1]:
+        out["steal_share"] = round((now_ticks[0] - ticks_before[0]) / (now_ticks[1] - ticks_before[1]), 3)
     for name, pid in pids.items():
         now = cpu_seconds(pid) if pid else None
         out[name] = None if now is None or before.get(name) is None else round((now - before[name]) / seconds, 3)
@@ -387,6 +401,7 @@ class Bench:
         report_path = self.work / f"live-{label}.json"
         pids = {"worker": worker.pid, "broker": self.broker_pid, "generator": os.getpid()}
         cpu0, wall0 = {k: cpu_seconds(p) if p else None for k, p in pids.items()}, time.monotonic()
+        ticks0 = machine_ticks()
         if rate is not None and events is not None:
             summary = paced_produce(self.brokers, self.topic(label, "clicks"), self.topic(label, "browses"), events, rate,
                                     producer=getattr(self.a, "producer", "librdkafka"),
@@ -397,7 +412,7 @@ class Bench:
         else:
             summary, _ = self.replay(label, data_flags, rate)
         self._wait_drained(worker, port, summary["sent"])
-        cpu = cpu_cores(pids, cpu0, time.monotonic() - wall0)
+        cpu = cpu_cores(pids, cpu0, time.monotonic() - wall0, ticks0)
         # evaluate-live reads the topics from the beginning and takes every time from Kafka's record timestamps,
         # so it reads after the run: while the run goes, the worker shares the 2 cores with the broker and the
         # replay only, not with a third Python process.
