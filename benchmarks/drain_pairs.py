@@ -27,7 +27,9 @@ import time
 import uuid
 from pathlib import Path
 
-from streaming_runs import cpu_seconds, done_count, health, loadavg, paced_produce, say
+from cpu_use import cpu_seconds
+from paced import paced_produce
+from streaming_runs import done_count, health, loadavg, say
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STREAMREC_DATA", ROOT.parent / "shared" / "data"))

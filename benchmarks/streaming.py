@@ -55,7 +55,7 @@ Phases, in this order, for the main bundle (the ceiling at batch 1 before them a
              and --fixed-rates (100) events/s: the first n events (time order; Beauty: whole users,
              below; n = rate x --rate-seconds, 1,000 .. --slice) offered at that rate while the worker
              runs, by a paced producer in this process (the replay's messages, each handed over when
-             its time comes, no linger unless --producer-linger-ms, acks=all: streaming_runs.paced_produce; --producer librdkafka
+             its time comes, no linger unless --producer-linger-ms, acks=all: paced.paced_produce; --producer librdkafka
              (default, confluent-kafka) or aiokafka (one Python send per record, as before); the
              producer shares the 2 cores with the worker and the broker, so the cheaper the better;
              kafka-python's producer in `streamrec replay` costs the most); then `streamrec
