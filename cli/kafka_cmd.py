@@ -89,17 +89,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"kafka {args.name}: stopped")
         return 0
     # start
-    if running:
-        assert current is not None
-        _say(f"{args.name!r} already running (pid {','.join(str(b.pid) for b in current.brokers)})")
-        print(current.bootstrap)
-        return 0
-    if current is not None:  # stale state of a crashed run (or a partial cluster): clean it up
-        current.stop(timeout=10.0)
     try:
         overrides = kb.parse_overrides(args.override)
     except ValueError as exc:
         raise CliError(f"--override {exc}") from None
+    if running:
+        assert current is not None
+        _say(f"{args.name!r} already running (pid {','.join(str(b.pid) for b in current.brokers)})")
+        if overrides:
+            _say(f"--override not applied: it takes effect at a start (stop {args.name!r} first)")
+        print(current.bootstrap)
+        return 0
+    if current is not None:  # stale state of a crashed run (or a partial cluster): clean it up
+        current.stop(timeout=10.0)
     data_dir = args.data_dir.resolve() if args.data_dir else None
     if args.fresh:
         target = data_dir or kb.streamrec_home() / "kafka-run" / args.name

@@ -20,11 +20,11 @@ from pathlib import Path
 DEFAULT_VERSION = "3.9.1"  # the 3.9 line still speaks every protocol version kafka-python and aiokafka use
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies"
 LOG_PATTERN = "[%d] %p %m (%c)%n"
-# Kafka's default is 10 MiB per offset index and per time index.  A partition creates both lazily, with
-# its first index entry (after ~4 KiB of records), and the first touch of the sparse mmap reads the
+# Kafka's default is 10 MiB per offset index and per time index.  A partition maps both lazily, at
+# its first index entry (after ~4 KiB of records), and the first touch of the sparse map reads the
 # block device's readahead window (8 MiB on this project's VMs) into the page cache: on a fresh topic
-# of 8 partitions that held every produce request to the broker for 20-40 ms.  256 KiB holds 32,768
-# offsets (>= 128 MiB of log per segment; a full index rolls the segment) and keeps that first touch small.
+# of 8 partitions that held its produce acks for 30-65 ms (benchmarks/first_writes.py).  256 KiB holds
+# 32,768 offsets and 21,845 times: segments of at least ~85 MiB (a full index rolls its segment).
 INDEX_MAX_BYTES = 256 * 1024
 
 

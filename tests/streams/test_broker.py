@@ -180,8 +180,9 @@ def test_cli_start_status_stop(kafka_broker: kb.Broker, tmp_path: Path) -> None:
 
         status = _cli(home, "status", "--name", name)
         assert status.returncode == 0 and "running" in status.stdout and status.stdout.splitlines()[-1] == bootstrap
-        again = _cli(home, "start", "--name", name)  # idempotent: reports the running one
+        again = _cli(home, "start", "--name", name, "--override", "log.retention.hours=1")  # reports the running one
         assert again.returncode == 0 and again.stdout.strip() == bootstrap
+        assert "--override not applied" in again.stderr  # a setting it cannot apply is not dropped silently
     finally:
         stopped = _cli(home, "stop", "--name", name)
     assert stopped.returncode == 0, stopped.stderr
