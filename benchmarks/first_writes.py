@@ -30,8 +30,10 @@ from pathlib import Path
 import numpy as np
 from streaming_runs import loadavg, say
 
+from streamrec.streams.kafka_dist import INDEX_MAX_BYTES
+
 ROOT = Path(__file__).resolve().parents[1]
-SIZES = {"kafka-default": 10 * 1024 * 1024, "streamrec": 256 * 1024}
+SIZES = {"kafka-default": 10 * 1024 * 1024, "streamrec": INDEX_MAX_BYTES}
 
 
 def one_topic(brokers: str, index_bytes: int, events: int, rate: float) -> dict:
