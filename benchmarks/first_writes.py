@@ -28,6 +28,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from paced import librdkafka_producer
 from streaming_runs import loadavg, say
 
 from streamrec.streams.kafka_dist import INDEX_MAX_BYTES
@@ -38,15 +39,13 @@ SIZES = {"kafka-default": 10 * 1024 * 1024, "streamrec": INDEX_MAX_BYTES}
 
 def one_topic(brokers: str, index_bytes: int, events: int, rate: float) -> dict:
     """Fresh topic, paced records, each record's ack time (ms) by when it was handed over."""
-    from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
     topic = f"first-writes-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": brokers})  # held until the topic exists (its handle ends the request)
     admin.create_topics([NewTopic(topic, 8, 1, config={"segment.index.bytes": str(index_bytes)})])[topic].result(30)
     time.sleep(1.0)
-    p = Producer({"bootstrap.servers": brokers, "linger.ms": 0, "acks": "all", "enable.idempotence": False,
-                  "partitioner": "murmur2_random"})
+    p = librdkafka_producer(brokers)
     p.list_topics(topic, timeout=30)
     acks: list[tuple[float, float]] = []
     t0 = time.monotonic()

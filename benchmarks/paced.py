@@ -29,12 +29,7 @@ def paced_produce(brokers: str, clicks: str, browses: str, events: list, rate: f
     messages = plan(events, Topics(clicks=clicks, browses=browses))
     if producer == "aiokafka":
         return _paced_aiokafka(brokers, messages, rate, (clicks, browses) if warm else ())
-    from confluent_kafka import Producer
-
-    # murmur2_random: the Java client's partitioner (librdkafka's default, CRC32, would put keys on other
-    # partitions, which the worker dead-letters as wrong_partition)
-    p = Producer({"bootstrap.servers": brokers, "linger.ms": linger_ms, "acks": "all", "enable.idempotence": False,
-                  "partitioner": "murmur2_random", "queue.buffering.max.messages": 1_000_000})
+    p = librdkafka_producer(brokers, linger_ms)
     failures = []
 
     def delivered(err, _msg) -> None:
@@ -59,6 +54,16 @@ def paced_produce(brokers: str, clicks: str, browses: str, events: list, rate: f
     return {"producer": "librdkafka (confluent-kafka; benchmarks/paced.py)", "linger_ms": linger_ms,
             "warm_metadata_ms": warm_ms, "events": len(messages), "sent": len(messages) - len(failures) - left, "failures": len(failures) + left,
             "seconds": round(seconds, 2), "rate": len(messages) / seconds if seconds else None, "order": "none"}
+
+
+def librdkafka_producer(brokers: str, linger_ms: int = 0):
+    """A confluent-kafka producer as the benchmarks' generators use it: acks=all, not idempotent, and
+    murmur2_random, the Java client's partitioner (librdkafka's default, CRC32, would put keys on other
+    partitions, which the worker dead-letters as wrong_partition)."""
+    from confluent_kafka import Producer
+
+    return Producer({"bootstrap.servers": brokers, "linger.ms": linger_ms, "acks": "all", "enable.idempotence": False,
+                     "partitioner": "murmur2_random", "queue.buffering.max.messages": 1_000_000})
 
 
 def _paced_aiokafka(brokers: str, messages: list, rate: float, warm_topics: tuple[str, ...]) -> dict:

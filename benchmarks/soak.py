@@ -65,11 +65,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from streaming import RESULTS, train_bundle  # noqa: E402
+from cpu_use import cpu_seconds  # noqa: E402
 from streaming_runs import Bench, Processes, cli, health, loadavg, say  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_USERS = 2000  # users the model is trained on when no --bundle is given
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -99,15 +99,6 @@ def proc_status(pid: int) -> dict:
     except (OSError, ValueError):
         pass
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, seconds (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 def runq_wait_seconds(pid: int) -> float:
@@ -193,7 +184,7 @@ class Sampler:
         self.samples: list[dict] = []
 
     def _cpu(self) -> float:
-        return sum(cpu_seconds(p) for p in tree(self.pid))
+        return sum(cpu_seconds(p) or 0.0 for p in tree(self.pid))  # 0 for a process gone meanwhile
 
     def _wait(self) -> float:
         return sum(runq_wait_seconds(p) for p in tree(self.pid))

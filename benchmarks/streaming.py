@@ -468,6 +468,8 @@ def large(s: Session, brokers: str, procs: Processes, tag: str, broker_pid: int 
 
 # ---- main -----------------------------------------------------------------------------------
 def options() -> argparse.ArgumentParser:
+    from streamrec.streams.kafka_dist import INDEX_MAX_BYTES
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = ap.add_argument_group("data and model")
     d.add_argument("--data", help=f"data file or folder (default {DEFAULT_DATA}, else synthetic)")
@@ -504,7 +506,7 @@ def options() -> argparse.ArgumentParser:
     r.add_argument("--broker-config", action="append", default=[], metavar="KEY=VALUE",
                    help="a server.properties entry for the benchmark's broker, over streamrec's defaults "
                         "(repeatable; e.g. log.index.size.max.bytes=10485760, Kafka's own default; "
-                        "streamrec sets 262144)")
+                        f"streamrec sets {INDEX_MAX_BYTES})")
     r.add_argument("--slice", type=int, default=60_000, help="events per latency run at most (default 60000)")
     r.add_argument("--rate-seconds", type=float, default=60.0,
                    help="events per latency run = rate x this, at least 1000 (default 60: runs of ~60 s)")

@@ -365,10 +365,11 @@ class Bench:
     def _live(self, label, guarantee, data_flags, rate, worker, port, ready_s, la, events=None) -> dict:
         say(f"  worker ready in {ready_s:.1f} s (web port {port})")
         report_path = self.work / f"live-{label}.json"
-        pids = {"worker": worker.pid, "broker": self.broker_pid, "generator": os.getpid()}
+        paced = rate is not None and events is not None  # else `streamrec replay` offers, in its own process
+        pids = {"worker": worker.pid, "broker": self.broker_pid, "generator": os.getpid() if paced else None}
         cpu0, wall0 = {k: cpu_seconds(p) if p else None for k, p in pids.items()}, time.monotonic()
         ticks0 = machine_ticks()
-        if rate is not None and events is not None:
+        if paced:
             summary = paced_produce(self.brokers, self.topic(label, "clicks"), self.topic(label, "browses"), events, rate,
                                     producer=getattr(self.a, "producer", "librdkafka"),
                                     linger_ms=getattr(self.a, "producer_linger_ms", 0),

@@ -33,6 +33,7 @@ examples:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from streamrec.streams.broker import DEFAULT_VERSION
+    from streamrec.streams.kafka_dist import INDEX_MAX_BYTES
 
     parser = subparsers.add_parser(
         "kafka", help="start, stop or inspect a local Kafka broker (KRaft; jars from Maven Central)",
@@ -50,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--partitions", type=int, default=8, help="default partitions of auto-created topics (default 8)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="start: a server.properties entry over streamrec's defaults (repeatable, as Kafka's own "
-                             "--override). Among those defaults: log.index.size.max.bytes=262144 (Kafka's is 10 MiB: "
+                             f"--override). Among those defaults: log.index.size.max.bytes={INDEX_MAX_BYTES} (Kafka's is 10 MiB: "
                              "a fresh partition's first index entry then stalls produce requests while the kernel "
                              "reads ahead into the index's map)")
     parser.add_argument("--fresh", action="store_true", help="start: delete the data of a previous run of NAME first")
